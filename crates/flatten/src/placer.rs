@@ -1,0 +1,345 @@
+//! Where file data goes inside a layer's data region.
+//!
+//! Rules (DESIGN.md section 1, "Within a layer"), all functions of the layer
+//! alone so a layer's region is identical in every image that contains it:
+//!
+//! * each layer's region starts on a chunk boundary;
+//! * a file with at least one chunk of stored data starts on a chunk
+//!   boundary, so an unchanged large file keeps its chunks whatever changes
+//!   before it; the small files after it share its last chunk;
+//! * smaller files are packed back to back, block aligned, in tar order; the
+//!   stream is cut (padded to a chunk boundary) after a file whose content
+//!   hash falls under a threshold proportional to its size, giving segments
+//!   of about `segment_target` bytes whose boundaries depend on content, not
+//!   position: a changed file disturbs only its own segment;
+//! * all-zero 4 KiB blocks are holes: they take no space.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
+use kindling_ext4::{Extent, BLOCK_SIZE};
+use xxhash_rust::xxh3::Xxh3;
+
+const BS: usize = BLOCK_SIZE as usize;
+/// Output is gathered into runs of this size before each write.
+const WRITE_BUFFER: usize = 4 << 20;
+static ZERO_BLOCK: [u8; BS] = [0; BS];
+
+/// A piece of a file's logical contents, as a sparse map describes it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Segment {
+    pub offset: u64,
+    pub length: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct Placer<'f> {
+    file: &'f File,
+    chunk_blocks: u64,
+    segment_target: u64,
+    max_blocks: u64,
+    /// Next free block.
+    cursor: u64,
+    /// Bytes placed since the last cut of the small-file stream.
+    segment_bytes: u64,
+    /// Data blocks written so far (not counting padding and holes).
+    written: u64,
+    pending: Vec<u8>,
+    pending_block: u64,
+}
+
+/// The placer ran past the image size limit.
+#[derive(Debug)]
+pub(crate) enum PlaceError {
+    Io(std::io::Error),
+    Read(crate::error::LayerError),
+    TooLarge,
+}
+
+impl<'f> Placer<'f> {
+    pub fn new(
+        file: &'f File,
+        first_block: u64,
+        chunk_size: u64,
+        segment_target: u64,
+        max_blocks: u64,
+    ) -> Self {
+        Placer {
+            file,
+            chunk_blocks: chunk_size / BLOCK_SIZE,
+            segment_target,
+            max_blocks,
+            cursor: first_block,
+            segment_bytes: 0,
+            written: 0,
+            pending: Vec::with_capacity(WRITE_BUFFER),
+            pending_block: first_block,
+        }
+    }
+
+    pub fn cursor(&self) -> u64 {
+        self.cursor
+    }
+
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Pads to the next chunk boundary.
+    pub fn align(&mut self) {
+        self.cursor = self.cursor.next_multiple_of(self.chunk_blocks);
+        self.segment_bytes = 0;
+    }
+
+    fn emit(&mut self, block: &[u8]) -> Result<u64, PlaceError> {
+        if self.cursor >= self.max_blocks {
+            return Err(PlaceError::TooLarge);
+        }
+        let at = self.cursor;
+        let contiguous = self.pending_block + (self.pending.len() / BS) as u64 == at;
+        if !contiguous || self.pending.len() + BS > WRITE_BUFFER {
+            self.flush().map_err(PlaceError::Io)?;
+            self.pending_block = at;
+        }
+        self.pending.extend_from_slice(block);
+        self.cursor += 1;
+        self.written += 1;
+        Ok(at)
+    }
+
+    pub fn flush(&mut self) -> std::io::Result<()> {
+        if !self.pending.is_empty() {
+            self.file
+                .write_all_at(&self.pending, self.pending_block * BLOCK_SIZE)?;
+            self.pending.clear();
+        }
+        Ok(())
+    }
+
+    /// Places one regular file whose stored data (`stored` bytes, laid out
+    /// at `segments` of the logical file) is read through `read`.
+    pub fn place_file(
+        &mut self,
+        stored: u64,
+        segments: &[Segment],
+        mut read: impl FnMut(&mut [u8]) -> Result<usize, crate::error::LayerError>,
+    ) -> Result<Vec<Extent>, PlaceError> {
+        let big = stored >= self.chunk_blocks * BLOCK_SIZE;
+        if big {
+            self.align();
+        }
+        let mut out = Assembler {
+            extents: Vec::new(),
+            block: vec![0; BS],
+            fill: 0,
+            index: 0,
+            hasher: None,
+        };
+        if !big {
+            out.hasher = Some(Xxh3::new());
+        }
+        let mut buf = vec![0u8; 1 << 20];
+        for seg in segments {
+            let mut off = seg.offset;
+            let mut left = seg.length;
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                let n = read(&mut buf[..want]).map_err(PlaceError::Read)?;
+                if n == 0 {
+                    return Err(PlaceError::Read(crate::error::LayerError::Io(
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    )));
+                }
+                out.put(self, off, &buf[..n])?;
+                off += n as u64;
+                left -= n as u64;
+            }
+        }
+        out.finish(self)?;
+        let blocks: u64 = out.extents.iter().map(|e| u64::from(e.len)).sum();
+        if big {
+            // No padding after a large file: the small files that follow
+            // share its last chunk. Only that chunk and the next segment
+            // change if the large file's length does.
+            self.segment_bytes = 0;
+        } else if blocks > 0 {
+            self.segment_bytes += blocks * BLOCK_SIZE;
+            let h = out.hasher.map(|h| h.digest()).unwrap_or(0);
+            // Cut with probability min(1, bytes / target): segments average
+            // `segment_target` bytes whatever the file sizes are.
+            let cut = u128::from(h) * u128::from(self.segment_target)
+                < u128::from(blocks * BLOCK_SIZE) << 64;
+            if cut || self.segment_bytes >= 4 * self.segment_target {
+                self.align();
+            }
+        }
+        Ok(out.extents)
+    }
+}
+
+/// Gathers a file's bytes into logical blocks and hands the non-zero ones
+/// to the placer.
+struct Assembler {
+    extents: Vec<Extent>,
+    block: Vec<u8>,
+    fill: usize,
+    /// Logical block number of `block`.
+    index: u64,
+    hasher: Option<Xxh3>,
+}
+
+impl Assembler {
+    fn put(&mut self, p: &mut Placer<'_>, offset: u64, mut data: &[u8]) -> Result<(), PlaceError> {
+        if let Some(h) = &mut self.hasher {
+            h.update(data);
+        }
+        let mut offset = offset;
+        while !data.is_empty() {
+            let bi = offset / BLOCK_SIZE;
+            let within = (offset % BLOCK_SIZE) as usize;
+            if bi != self.index || (self.fill > within) {
+                self.flush_block(p)?;
+                self.index = bi;
+            }
+            if within == 0 && self.fill == 0 && data.len() >= BS {
+                // Whole blocks straight from the input.
+                let whole = data.len() / BS * BS;
+                for (i, b) in data[..whole].chunks_exact(BS).enumerate() {
+                    self.block_out(p, bi + i as u64, b)?;
+                }
+                data = &data[whole..];
+                offset += whole as u64;
+                self.index = offset / BLOCK_SIZE;
+                continue;
+            }
+            let n = (BS - within).min(data.len());
+            if within > self.fill {
+                self.block[self.fill..within].fill(0);
+            }
+            self.block[within..within + n].copy_from_slice(&data[..n]);
+            self.fill = within + n;
+            data = &data[n..];
+            offset += n as u64;
+            if self.fill == BS {
+                self.flush_block(p)?;
+                self.index = offset / BLOCK_SIZE;
+            }
+        }
+        Ok(())
+    }
+
+    fn flush_block(&mut self, p: &mut Placer<'_>) -> Result<(), PlaceError> {
+        if self.fill == 0 {
+            return Ok(());
+        }
+        self.block[self.fill..].fill(0);
+        let block = std::mem::take(&mut self.block);
+        let r = self.block_out(p, self.index, &block);
+        self.block = block;
+        self.fill = 0;
+        r
+    }
+
+    fn block_out(
+        &mut self,
+        p: &mut Placer<'_>,
+        logical: u64,
+        data: &[u8],
+    ) -> Result<(), PlaceError> {
+        if data == &ZERO_BLOCK[..] {
+            return Ok(());
+        }
+        let logical = u32::try_from(logical).map_err(|_| PlaceError::TooLarge)?;
+        let physical = p.emit(data)?;
+        match self.extents.last_mut() {
+            Some(e)
+                if e.logical + e.len == logical && e.physical + u64::from(e.len) == physical =>
+            {
+                e.len += 1
+            }
+            _ => self.extents.push(Extent {
+                logical,
+                physical,
+                len: 1,
+            }),
+        }
+        Ok(())
+    }
+
+    fn finish(&mut self, p: &mut Placer<'_>) -> Result<(), PlaceError> {
+        self.flush_block(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn place(p: &mut Placer<'_>, data: &[u8], segments: &[Segment]) -> Vec<Extent> {
+        let mut at = 0;
+        p.place_file(data.len() as u64, segments, |buf| {
+            let n = buf.len().min(data.len() - at).min(3000); // odd read sizes
+            buf[..n].copy_from_slice(&data[at..at + n]);
+            at += n;
+            Ok(n)
+        })
+        .unwrap()
+    }
+
+    fn read_back(file: &File, size: u64, extents: &[Extent]) -> Vec<u8> {
+        let mut out = vec![0u8; size as usize];
+        for e in extents {
+            let mut buf = vec![0u8; e.len as usize * BS];
+            file.read_exact_at(&mut buf, e.physical * BLOCK_SIZE)
+                .unwrap();
+            let start = u64::from(e.logical) * BLOCK_SIZE;
+            let end = (start + buf.len() as u64).min(size);
+            out[start as usize..end as usize].copy_from_slice(&buf[..(end - start) as usize]);
+        }
+        out
+    }
+
+    #[test]
+    fn dense_and_sparse_files_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("x"))
+            .unwrap();
+        let mut p = Placer::new(&file, 128, 512 * 1024, 2 << 20, 1 << 30);
+        let mut dense: Vec<u8> = (0..600_000u32).map(|i| (i % 251) as u8).collect();
+        dense[8192..16384].fill(0); // two hole blocks
+        let e = place(
+            &mut p,
+            &dense,
+            &[Segment {
+                offset: 0,
+                length: dense.len() as u64,
+            }],
+        );
+        assert_eq!(e[0].physical, 128, "a big file starts on a chunk boundary");
+        // Sparse: 100 bytes at 5000, 4096 at 1 MiB + 7.
+        let stored: Vec<u8> = (0..4196u32).map(|i| (i % 7 + 1) as u8).collect();
+        let segs = [
+            Segment {
+                offset: 5000,
+                length: 100,
+            },
+            Segment {
+                offset: (1 << 20) + 7,
+                length: 4096,
+            },
+        ];
+        let e2 = place(&mut p, &stored, &segs);
+        p.flush().unwrap();
+        assert_eq!(read_back(&file, dense.len() as u64, &e), dense);
+        let mut want = vec![0u8; (1 << 20) + 7 + 4096];
+        want[5000..5100].copy_from_slice(&stored[..100]);
+        want[(1 << 20) + 7..].copy_from_slice(&stored[100..]);
+        assert_eq!(read_back(&file, want.len() as u64, &e2), want);
+        assert_eq!(e2.iter().map(|e| e.len).sum::<u32>(), 3);
+    }
+}

@@ -1,0 +1,230 @@
+//! Test support: OCI layouts built from tar layers, e2fsck, and loop mounts.
+
+#![allow(dead_code)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sha2::{Digest, Sha256};
+
+pub fn sha(b: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(b)))
+}
+
+/// Writes an OCI layout at `dir` with the given (uncompressed) layer tars,
+/// gzip-compressed.
+pub fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
+    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
+    let put = |data: &[u8]| {
+        let d = sha(data);
+        std::fs::write(dir.join("blobs/sha256").join(&d[7..]), data).unwrap();
+        d
+    };
+    let mut descs = Vec::new();
+    let mut diff_ids = Vec::new();
+    for raw in layers {
+        diff_ids.push(sha(raw));
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(raw).unwrap();
+        let gz = gz.finish().unwrap();
+        descs.push(
+            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+            "digest": put(&gz), "size": gz.len()}),
+        );
+    }
+    let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux",
+        "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
+    .unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
+        "layers": descs}))
+    .unwrap();
+    let md = put(&manifest);
+    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        dir.join("index.json"),
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
+            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len()}]}))
+        .unwrap(),
+    )
+    .unwrap();
+}
+
+/// Flattens the layout at `layout` into `out` with default options.
+pub fn flatten(
+    layout: &Path,
+    out: &Path,
+    lookahead: usize,
+) -> Result<kindling_flatten::FlattenSummary, String> {
+    let image = kindling_oci::Image::open(layout.to_str().unwrap()).map_err(|e| format!("{e}"))?;
+    let file = std::fs::File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(out)
+        .unwrap();
+    let opts = kindling_flatten::FlattenOptions {
+        chunk_size: 64 << 10,
+        free_space: 1 << 20,
+        free_inodes: 64,
+        lookahead,
+        ..Default::default()
+    };
+    kindling_flatten::flatten(&image, &file, &opts).map_err(|e| {
+        let mut s = e.to_string();
+        let mut src = std::error::Error::source(&e);
+        while let Some(x) = src {
+            s.push_str(": ");
+            s.push_str(&x.to_string());
+            src = x.source();
+        }
+        s
+    })
+}
+
+pub fn e2fsck(img: &Path) {
+    let out = Command::new("e2fsck")
+        .arg("-fn")
+        .arg(img)
+        .output()
+        .expect("e2fsck runs");
+    assert!(
+        out.status.success(),
+        "e2fsck -fn {}:\n{}",
+        img.display(),
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+pub fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// A read-only loop mount, unmounted on drop.
+pub struct Mount {
+    pub dir: PathBuf,
+}
+
+impl Mount {
+    pub fn new(img: &Path, dir: &Path) -> Mount {
+        std::fs::create_dir_all(dir).unwrap();
+        let st = Command::new("mount")
+            .args(["-o", "loop,ro", "-t", "ext4"])
+            .arg(img)
+            .arg(dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "mount {} failed", img.display());
+        Mount {
+            dir: dir.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.dir).status();
+    }
+}
+
+/// A tar layer under construction.
+pub struct Layer {
+    pub b: tar::Builder<Vec<u8>>,
+}
+
+impl Default for Layer {
+    fn default() -> Self {
+        Layer {
+            b: tar::Builder::new(Vec::new()),
+        }
+    }
+}
+
+pub struct Meta {
+    pub mode: u32,
+    pub uid: u64,
+    pub gid: u64,
+    pub mtime: u64,
+    pub xattrs: Vec<(String, Vec<u8>)>,
+}
+
+impl Default for Meta {
+    fn default() -> Self {
+        Meta {
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: 1_700_000_000,
+            xattrs: vec![],
+        }
+    }
+}
+
+impl Layer {
+    fn header(kind: tar::EntryType, m: &Meta, size: u64) -> tar::Header {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(kind);
+        h.set_mode(m.mode);
+        h.set_uid(m.uid);
+        h.set_gid(m.gid);
+        h.set_mtime(m.mtime);
+        h.set_size(size);
+        h
+    }
+
+    fn pax(&mut self, m: &Meta) {
+        if !m.xattrs.is_empty() {
+            let recs: Vec<(String, &[u8])> = m
+                .xattrs
+                .iter()
+                .map(|(k, v)| (format!("SCHILY.xattr.{k}"), v.as_slice()))
+                .collect();
+            self.b
+                .append_pax_extensions(recs.iter().map(|(k, v)| (k.as_str(), *v)))
+                .unwrap();
+        }
+    }
+
+    pub fn file(&mut self, path: &str, data: &[u8], m: &Meta) {
+        self.pax(m);
+        let mut h = Self::header(tar::EntryType::Regular, m, data.len() as u64);
+        self.b.append_data(&mut h, path, data).unwrap();
+    }
+
+    pub fn dir(&mut self, path: &str, m: &Meta) {
+        self.pax(m);
+        let mut h = Self::header(tar::EntryType::Directory, m, 0);
+        self.b.append_data(&mut h, path, &[][..]).unwrap();
+    }
+
+    pub fn symlink(&mut self, path: &str, target: &str) {
+        let mut h = Self::header(
+            tar::EntryType::Symlink,
+            &Meta {
+                mode: 0o777,
+                ..Meta::default()
+            },
+            0,
+        );
+        self.b.append_link(&mut h, path, target).unwrap();
+    }
+
+    pub fn hardlink(&mut self, path: &str, target: &str) {
+        let mut h = Self::header(tar::EntryType::Link, &Meta::default(), 0);
+        self.b.append_link(&mut h, path, target).unwrap();
+    }
+
+    pub fn special(&mut self, path: &str, kind: tar::EntryType, major: u32, minor: u32, m: &Meta) {
+        let mut h = Self::header(kind, m, 0);
+        h.set_device_major(major).unwrap();
+        h.set_device_minor(minor).unwrap();
+        self.b.append_data(&mut h, path, &[][..]).unwrap();
+    }
+
+    pub fn finish(self) -> Vec<u8> {
+        self.b.into_inner().unwrap()
+    }
+}
