@@ -1,6 +1,8 @@
 //! Images from the writer must pass `e2fsck -fn` and, as root, mount and read
 //! back as written.
 
+#![allow(clippy::unwrap_used)]
+
 use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -240,4 +242,33 @@ fn rejects_bad_trees() {
         write_filesystem(&file, &overlap, 0, &opts),
         Err(Ext4Error::BlockConflict { .. })
     ));
+}
+
+#[test]
+fn ten_gib_sparse_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.img");
+    let file = File::create(&path).unwrap();
+    let start = first_data_block(11 << 18, 128);
+    file.write_all_at(&[7u8; 8192], start * BLOCK_SIZE).unwrap();
+    let size = 10u64 << 30;
+    let last = (size / BLOCK_SIZE - 1) as u32;
+    let nodes = vec![
+        Node::dir(meta(0o755), vec![(b"huge".to_vec(), 1)]),
+        Node {
+            meta: meta(0o644),
+            content: Content::File {
+                size,
+                extents: vec![
+                    Extent { logical: 0, physical: start, len: 1 },
+                    Extent { logical: last, physical: start + 1, len: 1 },
+                ],
+            },
+        },
+    ];
+    let mut opts = FsOptions::new(start + 2);
+    opts.align_blocks = 128;
+    write_filesystem(&file, &nodes, 0, &opts).unwrap();
+    drop(file);
+    fsck(&path);
 }

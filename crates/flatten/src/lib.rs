@@ -151,10 +151,9 @@ pub fn flatten(
             placer.align();
             let start = placer.cursor();
             let written = placer.written();
-            let wrap = |source| FlattenError::Layer {
-                index,
-                digest: info.digest.to_string(),
-                source,
+            let wrap = |source| match source {
+                LayerError::TooLarge { .. } => FlattenError::TooLarge { max: opts.max_size },
+                source => FlattenError::Layer { index, digest: info.digest.to_string(), source },
             };
             let stats =
                 apply::apply_layer(&mut tree, &mut placer, reader, &mut warnings).map_err(wrap)?;

@@ -1,6 +1,8 @@
 //! Random layer stacks, flattened, checked with e2fsck and (as root) mounted
 //! and compared with a plain model of OCI layer semantics.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::collections::{BTreeMap, HashMap, HashSet};

@@ -26,28 +26,28 @@ fn read_all<R: Read>(inner: R) -> (u64, u64) {
 }
 
 fn main() {
-    let mib: usize = std::env::args().nth(1).and_then(|a| a.parse().ok()).unwrap_or(512);
+    let mib: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(512);
     // Half the bytes in 4 MiB files, half in 2 KiB files.
     let mut builder = tar::Builder::new(Vec::with_capacity((mib + 16) << 20));
     let big = vec![0xabu8; 4 << 20];
     let small = vec![0xcdu8; 2048];
-    let mut written = 0usize;
-    let mut i = 0;
-    while written < mib << 20 {
-        let data: &[u8] = if i % 2 == 0 { &big } else { &small };
+    let mut append = |name: String, data: &[u8]| {
         let mut h = tar::Header::new_ustar();
         h.set_size(data.len() as u64);
         h.set_mode(0o644);
-        builder.append_data(&mut h, format!("dir/file{i}"), data).expect("append");
-        written += if i % 2 == 0 { big.len() } else { (4 << 20) };
-        if i % 2 == 1 {
-            for j in 0..2048 {
-                let mut h = tar::Header::new_ustar();
-                h.set_size(small.len() as u64);
-                h.set_mode(0o644);
-                builder.append_data(&mut h, format!("dir/small{i}-{j}"), &small[..]).expect("append");
-            }
+        builder.append_data(&mut h, name, data).expect("append");
+    };
+    let mut written = 0usize;
+    let mut i = 0;
+    while written < mib << 20 {
+        append(format!("dir/big{i}"), &big);
+        for j in 0..big.len() / small.len() {
+            append(format!("dir/small{i}-{j}"), &small);
         }
+        written += 2 * big.len();
         i += 1;
     }
     let archive = builder.into_inner().expect("finish");
@@ -60,7 +60,15 @@ fn main() {
 
     let digest = Digest::of(&archive);
     let start = Instant::now();
-    read_all(VerifyingReader::new(&archive[..], digest, Some(archive.len() as u64), "bench"));
+    read_all(VerifyingReader::new(
+        &archive[..],
+        digest,
+        Some(archive.len() as u64),
+        "bench",
+    ));
     let secs = start.elapsed().as_secs_f64();
-    println!("with sha256:  {mb:.0} MiB in {secs:.3}s = {:.0} MiB/s", mb / secs);
+    println!(
+        "with sha256:  {mb:.0} MiB in {secs:.3}s = {:.0} MiB/s",
+        mb / secs
+    );
 }

@@ -1,5 +1,6 @@
 //! Test support: OCI layouts built from tar layers, e2fsck, and loop mounts.
 
+#![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
 use std::io::Write;
