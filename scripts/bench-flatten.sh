@@ -125,7 +125,7 @@ stats() {
 		printf "%.3f %.3f\n", m, a[NR] }'
 }
 
-echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  $(uname -r)  $(nproc) cpus  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')"
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  $(uname -r)  $(nproc) cpus  $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')  load $(cut -d' ' -f1-3 /proc/loadavg)"
 echo "# kindling: $KINDLING ($("$KINDLING" --version 2>/dev/null || echo '?'))"
 echo "# corpus: $CORPUS   mke2fs: $(mke2fs -V 2>&1 | head -1)"
 
@@ -188,6 +188,7 @@ for name in "${IMAGES[@]}"; do
 	rm -f "$FS/out.img"
 	$PY "$CORPUS_PY" unpack "$CORPUS/all" "$name" "$FS/rootfs" >/dev/null
 	du -sb --apparent-size "$FS/rootfs" | cut -f1 >"$CH/$name.rootfs-bytes"
+	du -sB1 "$FS/rootfs" | cut -f1 >"$CH/$name.rootfs-alloc"
 	mke2fs_image "$FS/rootfs" "$FS/mke2fs.img" "$size"
 	"$KINDLING" chunks "$FS/mke2fs.img" >"$CH/$name.mke2fs"
 	echo "$size" >"$CH/$name.mke2fs.size"
@@ -205,7 +206,8 @@ $PY - "$CH" "${IMAGES[@]}" <<-'EOF'
 	    return hashes, size
 
 	print("# chunks of 512 KiB; base-share = share of debian-slim's DISTINCT non-zero chunks found in the image;")
-	print("# growth = non-zero chunk bytes / rootfs file bytes (du -sb --apparent-size of the merged tree)")
+	print("# growth = non-zero chunk bytes / rootfs file bytes (du -sb --apparent-size of the merged tree);")
+	print("# alloc-growth = the same over the rootfs' allocated bytes on tmpfs (du -sB1: sparse files count what they hold)")
 	for kind, label in (("kindling", "kindling flatten"), ("mke2fs", "mke2fs -d (pinned), same image size")):
 	    print()
 	    print(f"## {label}")
@@ -213,15 +215,19 @@ $PY - "$CH" "${IMAGES[@]}" <<-'EOF'
 	    if "debian-slim" in names:
 	        h, _ = load("debian-slim", kind)
 	        base = {x for x in h if x != "zero"}
-	    print(f"{'image':<14} {'chunks':>7} {'zero':>6} {'nonzero':>8} {'distinct':>9} {'size-MiB':>9} {'rootfs-MB':>10} {'nz-MB':>8} {'growth':>7} {'base-share':>10}")
+	    print(f"{'image':<14} {'chunks':>7} {'zero':>6} {'nonzero':>8} {'distinct':>9} {'size-MiB':>9} {'rootfs-MB':>10} "
+	          f"{'alloc-MB':>9} {'nz-MB':>8} {'growth':>7} {'alloc-gr':>8} {'base-share':>10}")
 	    for n in names:
 	        h, size = load(n, kind)
 	        nz = [x for x in h if x != "zero"]
 	        s = set(nz)
 	        rootfs = int(open(f"{ch}/{n}.rootfs-bytes").read())
+	        alloc = int(open(f"{ch}/{n}.rootfs-alloc").read())
 	        share = "%9.2f%%" % (100 * len(base & s) / len(base)) if base else "-"
+	        nzb = len(nz) * CHUNK
 	        print(f"{n:<14} {len(h):>7} {len(h) - len(nz):>6} {len(nz):>8} {len(s):>9} {size / 2**20:>9.1f} "
-	              f"{rootfs / 1e6:>10.1f} {len(nz) * CHUNK / 1e6:>8.1f} {len(nz) * CHUNK / rootfs:>6.2f}x {share:>10}")
+	              f"{rootfs / 1e6:>10.1f} {alloc / 1e6:>9.1f} {nzb / 1e6:>8.1f} {nzb / rootfs:>6.2f}x {nzb / alloc:>7.2f}x "
+	              f"{share:>10}")
 	    if "python-app-v1" in names and "python-app-v2" in names:
 	        v1 = {x for x in load("python-app-v1", kind)[0] if x != "zero"}
 	        v2 = {x for x in load("python-app-v2", kind)[0] if x != "zero"}

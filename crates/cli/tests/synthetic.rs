@@ -97,6 +97,11 @@ fn rich_layers() -> Vec<Layer> {
         Entry::file("replace/was-file", "file\n"),
         Entry::dir("replace/was-dir"),
         Entry::file("replace/was-dir/inner", "inner\n"),
+        Entry::symlink("replace/link-to-dir", "/real"),
+        Entry::file("replace/to-hardlink", "replaced by a hard link\n"),
+        Entry::dir("opaque-late"),
+        Entry::file("opaque-late/old", "old\n"),
+        Entry::dir("same-layer"),
     ]);
     let l2 = vec![
         Entry::whiteout("data/gone.txt"),
@@ -108,12 +113,33 @@ fn rich_layers() -> Vec<Layer> {
         Entry::symlink("replace/was-dir", "was-file"),
         Entry::file("etc/passwd", "root:x:0:0:root:/root:/bin/bash\n"),
         Entry::file("data/big", noise(1_500_000, 2)),
+        // A whiteout or opaque marker hides lower layers only, never entries
+        // of its own layer, whatever their order in the tar.
+        Entry::file("same-layer/kept", "kept\n"),
+        Entry::whiteout("same-layer/kept"),
+        Entry::file("opaque-late/new", "new\n"),
+        Entry::file("opaque-late/.wh..wh..opq", ""),
+        Entry::dir("replace/link-to-dir"),
+        Entry::hardlink("replace/to-hardlink", "etc/passwd"),
+        // Names as real layers spell them.
+        Entry::file("./dotslash.txt", "./ prefix\n"),
+        Entry::dir("slash-dir/"),
+        Entry::file("slash-dir/f", "trailing slash dir\n"),
+        // Names are bytes, not UTF-8.
+        Entry::file(b"data/\xffnot-utf8\x01", "bytes\n"),
+        // Duplicate entry in one layer: the last one wins.
+        Entry::file("dup.txt", "first\n"),
+        Entry::file("dup.txt", "second wins\n"),
     ];
     let l3 = vec![
         Entry::file("etc/hostname", "kindling-3\n"),
         Entry::dir("newdir").mode(0o750).owner(5, 6),
         Entry::file("newdir/f", noise(70_000, 3)),
         Entry::hardlink("newdir/big-link", "data/big"),
+        // Directory metadata changes; its contents stay.
+        Entry::dir("etc").mode(0o700).owner(7, 8),
+        // The original of a cross-layer hard link goes; the link stays.
+        Entry::whiteout("data/noise.bin"),
     ];
     vec![Layer::gzip(l1), Layer::gzip(l2), Layer::plain(l3)]
 }
@@ -221,6 +247,81 @@ fn write_docker_archive(path: &Path, w: &Written, layers: &[Layer]) {
         .expect("finishing the archive")
         .sync_all()
         .expect("syncing the archive");
+}
+
+/// Flattens `layers` and compares the mounted tree with the reference
+/// unpacker's (as root; without root only flatten and e2fsck run).
+fn matches_reference(test: &str, layers: &[Layer]) {
+    let t = tempfile::tempdir().expect("tempdir");
+    let layout = t.path().join("layout");
+    write_layout(&layout, layers);
+    let img = flatten_ok(&layout, t.path());
+    if !can_mount(test) {
+        return;
+    }
+    let rootfs = t.path().join("rootfs");
+    run_ok(
+        python()
+            .arg(corpus_py())
+            .arg("unpack")
+            .arg(&layout)
+            .arg("latest")
+            .arg(&rootfs),
+    );
+    let expected = listing(&rootfs, &t.path().join("expected.raw"));
+    let mnt = Mount::new(&img, &t.path().join("mnt"));
+    let actual = listing(&mnt.dir, &t.path().join("actual.raw"));
+    assert_same_listing(test, &expected, &actual, t.path());
+}
+
+/// The same (empty) layer blob twice in one manifest, as `docker build`
+/// makes for metadata-only steps.
+#[test]
+fn repeated_identical_layers() {
+    matches_reference(
+        "repeated_identical_layers",
+        &[
+            Layer::gzip(base()),
+            Layer::gzip(vec![]),
+            Layer::gzip(vec![Entry::file("etc/hostname", "top\n")]),
+            Layer::gzip(vec![]),
+        ],
+    );
+}
+
+/// An opaque marker at the top level hides every lower entry.
+#[test]
+fn opaque_root() {
+    matches_reference(
+        "opaque_root",
+        &[
+            Layer::gzip(base()),
+            Layer::gzip(vec![
+                Entry::file(".wh..wh..opq", ""),
+                Entry::dir("etc"),
+                Entry::file("etc/only", "only this\n"),
+            ]),
+        ],
+    );
+}
+
+/// A path removed by a whiteout and created again by the next layer.
+#[test]
+fn whiteout_then_recreate() {
+    matches_reference(
+        "whiteout_then_recreate",
+        &[
+            Layer::gzip(base()),
+            Layer::gzip(vec![
+                Entry::whiteout("data"),
+                Entry::whiteout("etc/hostname"),
+            ]),
+            Layer::plain(vec![
+                Entry::file("data", "data is a file now\n"),
+                Entry::symlink("etc/hostname", "passwd"),
+            ]),
+        ],
+    );
 }
 
 /// A whiteout of a path that does not exist is not an error.
@@ -528,5 +629,27 @@ fn image_larger_than_max_size_with_free_space() {
         &layout,
         &["--max-size", "64MiB", "--free-space", "256MiB"],
         &["67108864", "64MiB", "64 MiB", "64.0 MiB"],
+    );
+}
+
+#[test]
+fn symlink_loop_in_path() {
+    hostile(
+        "symlink loop",
+        vec![
+            Entry::symlink("loop-a", "loop-b"),
+            Entry::symlink("loop-b", "loop-a"),
+            Entry::file("loop-a/x", "x"),
+        ],
+        &["loop-a"],
+    );
+}
+
+#[test]
+fn hard_link_to_directory() {
+    hostile(
+        "hard link to a directory",
+        vec![Entry::hardlink("dirlink", "etc")],
+        &["dirlink"],
     );
 }

@@ -260,8 +260,16 @@ fn ten_gib_sparse_file() {
             content: Content::File {
                 size,
                 extents: vec![
-                    Extent { logical: 0, physical: start, len: 1 },
-                    Extent { logical: last, physical: start + 1, len: 1 },
+                    Extent {
+                        logical: 0,
+                        physical: start,
+                        len: 1,
+                    },
+                    Extent {
+                        logical: last,
+                        physical: start + 1,
+                        len: 1,
+                    },
                 ],
             },
         },

@@ -153,7 +153,11 @@ pub fn flatten(
             let written = placer.written();
             let wrap = |source| match source {
                 LayerError::TooLarge { .. } => FlattenError::TooLarge { max: opts.max_size },
-                source => FlattenError::Layer { index, digest: info.digest.to_string(), source },
+                source => FlattenError::Layer {
+                    index,
+                    digest: info.digest.to_string(),
+                    source,
+                },
             };
             let stats =
                 apply::apply_layer(&mut tree, &mut placer, reader, &mut warnings).map_err(wrap)?;

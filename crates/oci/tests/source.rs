@@ -156,8 +156,28 @@ fn three_layers() -> Vec<Layer> {
             &[("etc/os-release", b"ID=test\n"), ("bin/app", b"\x7fELF...")],
         ),
         layer(TAR_ZSTD, &[("srv/data.txt", &[7u8; 100_000])]),
-        layer(TAR, &[("srv/top.txt", b"top layer")]),
+        // Over 64 KiB uncompressed: archives seek over it when scanning.
+        layer(
+            TAR,
+            &[
+                ("srv/top.txt", b"top layer"),
+                ("srv/noise.bin", &noise(200_000)),
+            ],
+        ),
     ]
+}
+
+/// Incompressible bytes (xorshift).
+fn noise(len: usize) -> Vec<u8> {
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
 }
 
 fn path_str(p: &Path) -> &str {

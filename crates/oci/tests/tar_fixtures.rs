@@ -138,7 +138,7 @@ fn seg(offset: u64, length: u64) -> SparseSegment {
 #[test]
 fn plain_entries_and_end_marker_forms() {
     let body = cat(&[file(b"a.txt", b"hello"), file(b"b", b"")]);
-    for tail in [end(), vec![0; BLOCK], Vec::new()] {
+    for tail in [end(), vec![0; BLOCK], Vec::new(), vec![0; BLOCK + 100]] {
         let entries = read_all(&cat(&[body.clone(), tail])).expect("reads");
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].0.path, b"a.txt");
@@ -213,6 +213,17 @@ fn read_data_stops_at_stored_size() {
     let mut buf = vec![0u8; 4096];
     assert_eq!(tar.read_data(&mut buf).expect("read"), 5);
     assert_eq!(tar.read_data(&mut buf).expect("eof"), 0);
+}
+
+#[test]
+fn hard_link_size_without_pax_is_ignored() {
+    // Old writers put the target's size in a hard link header with no data.
+    let link = H::ustar(b"link", b'1').size(5000).link(b"a").done();
+    let entries =
+        read_all(&cat(&[file(b"a", b"x"), link, file(b"after", b"y"), end()])).expect("reads");
+    assert_eq!(entries[1].0.kind, EntryKind::HardLink);
+    assert_eq!((entries[1].0.size, entries[1].0.stored_size), (0, 0));
+    assert_eq!(entries[2].0.path, b"after");
 }
 
 #[test]
@@ -838,26 +849,43 @@ fn multi_volume_is_unsupported() {
 
 #[test]
 fn seeking_skip_matches_reading_skip() {
-    let big = vec![9u8; 5000];
-    let bytes = cat(&[file(b"a", &big), file(b"b", b"bb"), end()]);
-    let mut tar = TarReader::new(Cursor::new(&bytes));
-    tar.next_entry().expect("a");
-    let data_offset = tar.position();
-    assert_eq!(data_offset, 512);
-    tar.skip_data_seeking().expect("seek");
-    let b = tar.next_entry().expect("b").expect("some");
-    assert_eq!(b.path, b"b");
-    assert_eq!(tar.position(), 512 + 5120 + 512);
-
-    // A region past the end of the stream is truncation.
-    let mut short = H::ustar(b"a", b'0').size(10_000).done();
-    short.extend(vec![0u8; 100]);
-    let mut tar = TarReader::new(Cursor::new(short));
-    tar.next_entry().expect("a");
-    assert!(matches!(
-        tar.skip_data_seeking(),
-        Err(TarError::Truncated { .. })
-    ));
+    // Large regions are seeked over, small ones read through.
+    for size in [5000usize, 100_000] {
+        let big = vec![9u8; size];
+        let bytes = cat(&[file(b"a", &big), file(b"b", b"bb"), end()]);
+        let mut tar = TarReader::new(Cursor::new(&bytes));
+        tar.next_entry().expect("a");
+        assert_eq!(tar.position(), 512);
+        tar.skip_data_seeking().expect("skip");
+        let b = tar.next_entry().expect("b").expect("some");
+        assert_eq!(b.path, b"b");
+        assert_eq!(
+            tar.position() as usize,
+            512 + size.div_ceil(512) * 512 + 512
+        );
+        let mut data = Vec::new();
+        tar.data().read_to_end(&mut data).expect("data");
+        assert_eq!(data, b"bb");
+    }
+    // A region past the end of the stream is truncation, both ways.
+    for size in [10_000u64, 1_000_000] {
+        let mut short = H::ustar(b"a", b'0').size(size).done();
+        short.extend(vec![0u8; 100]);
+        let mut tar = TarReader::new(Cursor::new(short));
+        tar.next_entry().expect("a");
+        let err = tar.skip_data_seeking().expect_err("truncated");
+        assert!(
+            matches!(
+                err,
+                TarError::Truncated {
+                    context: "entry data",
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        assert!(matches!(tar.next_entry(), Err(TarError::Poisoned)));
+    }
 }
 
 // ---- archives made by GNU tar ----

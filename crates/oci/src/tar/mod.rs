@@ -293,15 +293,7 @@ impl<R: Read> TarReader<R> {
                 return self.end(pending);
             };
             if block.iter().all(|&b| b == 0) {
-                let after = self.pos;
-                if let Some(next) = self.read_block("end-of-archive marker")? {
-                    if next.iter().any(|&b| b != 0) {
-                        return Err(TarError::InvalidHeader {
-                            offset: after,
-                            reason: "header after a single zero block".to_owned(),
-                        });
-                    }
-                }
+                self.second_zero_block()?;
                 return self.end(pending);
             }
             let header = HeaderBlock::new(&block, offset);
@@ -385,6 +377,7 @@ impl<R: Read> TarReader<R> {
         };
         let mode = header.mode()?;
         let mut xattrs = Vec::new();
+        let has_pax = pending.pax.is_some();
         let mut pax_sparse = None;
         let mut pax_dev = (None, None);
         if let Some(mut pax) = pending.pax {
@@ -429,8 +422,12 @@ impl<R: Read> TarReader<R> {
 
         // Symlinks, devices, FIFOs and directories carry no data whatever
         // their size field says (POSIX; Go's archive/tar does the same).
-        // Hard links may (pax -o linkdata).
+        // Hard links carry data only in pax interchange format (`pax -o
+        // linkdata`); older writers put the target's size in the field with
+        // no data after it, so without a PAX header the size is ignored, as
+        // libarchive does.
         let header_only = matches!(typeflag, b'2' | b'3' | b'4' | b'5' | b'6')
+            || (typeflag == b'1' && !has_pax)
             || (typeflag == b'\0' && kind == EntryKind::Directory);
         let region_size = if header_only { 0 } else { size };
         let mut logical_size = region_size;
@@ -537,7 +534,7 @@ impl<R: Read> TarReader<R> {
         let mut parser = MapParser::default();
         let mut consumed = 0u64;
         loop {
-            if consumed + BLOCK as u64 > size {
+            if consumed.saturating_add(BLOCK as u64) > size {
                 return Err(TarError::InvalidSparse {
                     offset,
                     reason: "sparse map runs past the entry data".to_owned(),
@@ -593,6 +590,36 @@ impl<R: Read> TarReader<R> {
         }
         self.skip(padded(size, offset)? - size, what)?;
         Ok(data)
+    }
+
+    /// After a zero block: the second block of the end marker must be
+    /// zeros too, or missing, or cut short (zeros only).
+    fn second_zero_block(&mut self) -> Result<(), TarError> {
+        let offset = self.pos;
+        let mut block = [0u8; BLOCK];
+        let mut filled = 0;
+        while filled < BLOCK {
+            match read_retrying(&mut self.inner, &mut block[filled..]) {
+                Ok(0) => break,
+                Ok(n) => {
+                    filled += n;
+                    self.pos += n as u64;
+                }
+                Err(source) => {
+                    return Err(TarError::Io {
+                        offset: self.pos,
+                        source,
+                    })
+                }
+            }
+        }
+        if block[..filled].iter().any(|&b| b != 0) {
+            return Err(TarError::InvalidHeader {
+                offset,
+                reason: "header after a single zero block".to_owned(),
+            });
+        }
+        Ok(())
     }
 
     /// Reads one block. `None` at EOF before its first byte; a partial
@@ -668,6 +695,17 @@ impl<R: Read + Seek> TarReader<R> {
         let n = self.region_left;
         if n == 0 {
             return Ok(());
+        }
+        if n <= SKIP_BUFFER_SIZE as u64 {
+            // Small regions are likely in the reader's buffer already: a
+            // seek would throw that away.
+            let result = self.skip(n, "entry data");
+            self.region_left = 0;
+            self.data_left = 0;
+            if result.is_err() {
+                self.state = State::Failed;
+            }
+            return result;
         }
         let pos = self.pos;
         let io_err = |source| TarError::Io {
