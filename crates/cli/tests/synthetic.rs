@@ -398,12 +398,14 @@ fn write_through_relative_symlinked_parent_inside_root() {
             Entry::file("deep/up/f3.txt", "three\n"),
             Entry::symlink("lnk2", "./real/"),
             Entry::file("lnk2/f4.txt", "four\n"),
+            Entry::hardlink("hl-via-link", "lnk/keep.txt"),
         ],
         &[
             ("real/f1.txt", "one\n"),
             ("real/f3.txt", "three\n"),
             ("real/f4.txt", "four\n"),
             ("real/keep.txt", "keep\n"),
+            ("hl-via-link", "keep\n"),
         ],
     );
 }
@@ -652,4 +654,71 @@ fn hard_link_to_directory() {
         vec![Entry::hardlink("dirlink", "etc")],
         &["dirlink"],
     );
+}
+
+#[test]
+fn hard_link_target_through_symlink_outside_root() {
+    hostile(
+        "hard link whose target resolves outside the root",
+        vec![
+            Entry::symlink("evil", "../../.."),
+            Entry::hardlink("stolen", "evil/etc/passwd"),
+        ],
+        &["evil/etc/passwd", "stolen"],
+    );
+}
+
+/// Mistakes on the command line: a clean error naming the culprit.
+#[test]
+fn command_line_errors() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let layout = t.path().join("layout");
+    two_layers(&layout, vec![Entry::file("x", "x")]);
+    let out = t.path().join("out");
+    fs::create_dir(&out).expect("mkdir");
+    let missing = t.path().join("no-such-image");
+    let cases: [(&str, Vec<std::ffi::OsString>, &str); 4] = [
+        (
+            "missing source",
+            vec![
+                missing.clone().into(),
+                "-o".into(),
+                out.join("a.img").into(),
+            ],
+            "no-such-image",
+        ),
+        (
+            "unknown ref",
+            vec![
+                format!("{}:nope", layout.display()).into(),
+                "-o".into(),
+                out.join("a.img").into(),
+            ],
+            "nope",
+        ),
+        (
+            "output directory missing",
+            vec![
+                layout.clone().into(),
+                "-o".into(),
+                t.path().join("no-such-dir/a.img").into(),
+            ],
+            "no-such-dir",
+        ),
+        (
+            "chunk size not a power of two",
+            vec![
+                layout.clone().into(),
+                "-o".into(),
+                out.join("a.img").into(),
+                "--chunk-size".into(),
+                "96KiB".into(),
+            ],
+            "chunk",
+        ),
+    ];
+    for (case, args, name) in cases {
+        let o = output(kindling().arg("flatten").args(&args));
+        assert_clean_failure(case, &o, &[name], &out);
+    }
 }

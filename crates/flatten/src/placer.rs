@@ -50,6 +50,9 @@ pub(crate) struct Placer<'f> {
     written: u64,
     pending: Vec<u8>,
     pending_block: u64,
+    /// Read buffer reused across files (a fresh 1 MiB buffer per file cost
+    /// a page-faulting mmap each time).
+    read_buf: Vec<u8>,
 }
 
 /// The placer ran past the image size limit.
@@ -78,6 +81,7 @@ impl<'f> Placer<'f> {
             written: 0,
             pending: Vec::with_capacity(WRITE_BUFFER),
             pending_block: first_block,
+            read_buf: vec![0u8; 1 << 20],
         }
     }
 
@@ -142,23 +146,10 @@ impl<'f> Placer<'f> {
         if !big {
             out.hasher = Some(Xxh3::new());
         }
-        let mut buf = vec![0u8; 1 << 20];
-        for seg in segments {
-            let mut off = seg.offset;
-            let mut left = seg.length;
-            while left > 0 {
-                let want = left.min(buf.len() as u64) as usize;
-                let n = read(&mut buf[..want]).map_err(PlaceError::Read)?;
-                if n == 0 {
-                    return Err(PlaceError::Read(crate::error::LayerError::Io(
-                        std::io::ErrorKind::UnexpectedEof.into(),
-                    )));
-                }
-                out.put(self, off, &buf[..n])?;
-                off += n as u64;
-                left -= n as u64;
-            }
-        }
+        let mut buf = std::mem::take(&mut self.read_buf);
+        let r = self.place_segments(&mut out, &mut buf, segments, &mut read);
+        self.read_buf = buf;
+        r?;
         out.finish(self)?;
         let blocks: u64 = out.extents.iter().map(|e| u64::from(e.len)).sum();
         if big {
@@ -178,6 +169,32 @@ impl<'f> Placer<'f> {
             }
         }
         Ok(out.extents)
+    }
+
+    fn place_segments(
+        &mut self,
+        out: &mut Assembler,
+        buf: &mut [u8],
+        segments: &[Segment],
+        read: &mut impl FnMut(&mut [u8]) -> Result<usize, crate::error::LayerError>,
+    ) -> Result<(), PlaceError> {
+        for seg in segments {
+            let mut off = seg.offset;
+            let mut left = seg.length;
+            while left > 0 {
+                let want = left.min(buf.len() as u64) as usize;
+                let n = read(&mut buf[..want]).map_err(PlaceError::Read)?;
+                if n == 0 {
+                    return Err(PlaceError::Read(crate::error::LayerError::Io(
+                        std::io::ErrorKind::UnexpectedEof.into(),
+                    )));
+                }
+                out.put(self, off, &buf[..n])?;
+                off += n as u64;
+                left -= n as u64;
+            }
+        }
+        Ok(())
     }
 }
 
