@@ -228,6 +228,12 @@ $PY - "$CH" "${IMAGES[@]}" <<-'EOF'
 	        print(f"{n:<14} {len(h):>7} {len(h) - len(nz):>6} {len(nz):>8} {len(s):>9} {size / 2**20:>9.1f} "
 	              f"{rootfs / 1e6:>10.1f} {alloc / 1e6:>9.1f} {nzb / 1e6:>8.1f} {nzb / rootfs:>6.2f}x {nzb / alloc:>7.2f}x "
 	              f"{share:>10}")
+	    sets = [{x for x in load(n, kind)[0] if x != "zero"} for n in names]
+	    union = set().union(*sets)
+	    total = sum(len(x) for x in sets)
+	    print(f"all {len(names)} images: {total} distinct non-zero chunks per image summed, {len(union)} in the union "
+	          f"(store {len(union) * CHUNK / 2**20:.0f} MiB instead of {total * CHUNK / 2**20:.0f} MiB: "
+	          f"{100 * (1 - len(union) / total):.1f}% saved)")
 	    if "python-app-v1" in names and "python-app-v2" in names:
 	        v1 = {x for x in load("python-app-v1", kind)[0] if x != "zero"}
 	        v2 = {x for x in load("python-app-v2", kind)[0] if x != "zero"}
