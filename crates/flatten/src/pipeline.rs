@@ -5,7 +5,7 @@
 
 use std::io::{self, Read};
 
-use crossbeam_channel::{bounded, Receiver};
+use crossbeam_channel::{bounded, Receiver, Sender};
 
 /// Buffers in flight per layer (1 MiB each).
 const DEPTH: usize = 32;
@@ -17,8 +17,12 @@ pub(crate) fn spawn<'s>(
     mut src: Box<dyn Read + Send>,
 ) -> ChannelReader {
     let (tx, rx) = bounded::<io::Result<Vec<u8>>>(DEPTH);
+    // Emptied buffers come back for reuse: a fresh 1 MiB buffer per message
+    // costs a page-faulting mmap.
+    let (spare_tx, spare_rx) = bounded::<Vec<u8>>(DEPTH);
     scope.spawn(move || loop {
-        let mut buf = vec![0u8; BUF];
+        let mut buf = spare_rx.try_recv().unwrap_or_default();
+        buf.resize(BUF, 0);
         let mut filled = 0;
         // Fill whole buffers: fewer, larger messages.
         let res = loop {
@@ -49,6 +53,7 @@ pub(crate) fn spawn<'s>(
     });
     ChannelReader {
         rx,
+        spare: spare_tx,
         cur: Vec::new(),
         pos: 0,
     }
@@ -58,6 +63,7 @@ pub(crate) fn spawn<'s>(
 #[derive(Debug)]
 pub(crate) struct ChannelReader {
     rx: Receiver<io::Result<Vec<u8>>>,
+    spare: Sender<Vec<u8>>,
     cur: Vec<u8>,
     pos: usize,
 }
@@ -67,7 +73,8 @@ impl Read for ChannelReader {
         while self.pos == self.cur.len() {
             match self.rx.recv() {
                 Ok(Ok(buf)) => {
-                    self.cur = buf;
+                    let used = std::mem::replace(&mut self.cur, buf);
+                    let _ = self.spare.try_send(used);
                     self.pos = 0;
                 }
                 Ok(Err(e)) => return Err(e),

@@ -25,6 +25,8 @@ use xxhash_rust::xxh3::Xxh3;
 const BS: usize = BLOCK_SIZE as usize;
 /// Output is gathered into runs of this size before each write.
 const WRITE_BUFFER: usize = 4 << 20;
+/// Runs at least this long are written without going through the buffer.
+const DIRECT_WRITE: usize = 64 << 10;
 static ZERO_BLOCK: [u8; BS] = [0; BS];
 /// Files with at least this many chunks of data start on a chunk boundary.
 const BIG_FILE_CHUNKS: u64 = 2;
@@ -99,19 +101,30 @@ impl<'f> Placer<'f> {
         self.segment_bytes = 0;
     }
 
-    fn emit(&mut self, block: &[u8]) -> Result<u64, PlaceError> {
-        if self.cursor >= self.max_blocks {
+    /// Writes whole blocks at the cursor; returns where they went. Small
+    /// runs are gathered in `pending`; large ones are written straight from
+    /// the caller's buffer, saving a copy.
+    fn emit(&mut self, blocks: &[u8]) -> Result<u64, PlaceError> {
+        let n = (blocks.len() / BS) as u64;
+        if self.cursor + n > self.max_blocks {
             return Err(PlaceError::TooLarge);
         }
         let at = self.cursor;
-        let contiguous = self.pending_block + (self.pending.len() / BS) as u64 == at;
-        if !contiguous || self.pending.len() + BS > WRITE_BUFFER {
+        if blocks.len() >= DIRECT_WRITE {
             self.flush().map_err(PlaceError::Io)?;
-            self.pending_block = at;
+            self.file
+                .write_all_at(blocks, at * BLOCK_SIZE)
+                .map_err(PlaceError::Io)?;
+        } else {
+            let contiguous = self.pending_block + (self.pending.len() / BS) as u64 == at;
+            if !contiguous || self.pending.len() + blocks.len() > WRITE_BUFFER {
+                self.flush().map_err(PlaceError::Io)?;
+                self.pending_block = at;
+            }
+            self.pending.extend_from_slice(blocks);
         }
-        self.pending.extend_from_slice(block);
-        self.cursor += 1;
-        self.written += 1;
+        self.cursor += n;
+        self.written += n;
         Ok(at)
     }
 
@@ -225,9 +238,14 @@ impl Assembler {
             if within == 0 && self.fill == 0 && data.len() >= BS {
                 // Whole blocks straight from the input.
                 let whole = data.len() / BS * BS;
+                let mut run_start = 0;
                 for (i, b) in data[..whole].chunks_exact(BS).enumerate() {
-                    self.block_out(p, bi + i as u64, b)?;
+                    if b == &ZERO_BLOCK[..] {
+                        self.run_out(p, bi + run_start as u64, &data[run_start * BS..i * BS])?;
+                        run_start = i + 1;
+                    }
                 }
+                self.run_out(p, bi + run_start as u64, &data[run_start * BS..whole])?;
                 data = &data[whole..];
                 offset += whole as u64;
                 self.index = offset / BLOCK_SIZE;
@@ -270,18 +288,30 @@ impl Assembler {
         if data == &ZERO_BLOCK[..] {
             return Ok(());
         }
-        let logical = u32::try_from(logical).map_err(|_| PlaceError::TooLarge)?;
+        self.run_out(p, logical, data)
+    }
+
+    /// Places a run of non-zero blocks starting at logical block `logical`.
+    fn run_out(&mut self, p: &mut Placer<'_>, logical: u64, data: &[u8]) -> Result<(), PlaceError> {
+        if data.is_empty() {
+            return Ok(());
+        }
+        let len = (data.len() / BS) as u32;
+        let logical = u32::try_from(logical)
+            .ok()
+            .filter(|l| l.checked_add(len).is_some())
+            .ok_or(PlaceError::TooLarge)?;
         let physical = p.emit(data)?;
         match self.extents.last_mut() {
             Some(e)
                 if e.logical + e.len == logical && e.physical + u64::from(e.len) == physical =>
             {
-                e.len += 1
+                e.len += len
             }
             _ => self.extents.push(Extent {
                 logical,
                 physical,
-                len: 1,
+                len,
             }),
         }
         Ok(())
