@@ -1,6 +1,7 @@
 //! `kindling flatten`: OCI image -> ext4 image.
 
 use std::io::IsTerminal;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -74,10 +75,25 @@ pub fn flatten_to(source: &str, output: &Path, opts: &FlattenOptions) -> Result<
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
     let summary = kindling_flatten::flatten(&image, tmp.as_file(), opts)
         .with_context(|| format!("flattening {source}"))?;
+    // tempfile creates 0600; an image is as readable as any file we write.
+    let mode = 0o644 & !current_umask();
+    tmp.as_file()
+        .set_permissions(std::fs::Permissions::from_mode(mode))
+        .context("setting the image's permissions")?;
     tmp.as_file().sync_all().context("syncing the image")?;
     tmp.persist(output)
         .with_context(|| format!("renaming the image to {}", output.display()))?;
     Ok(summary)
+}
+
+/// The process umask (read by setting it and putting it back).
+fn current_umask() -> u32 {
+    // SAFETY: umask has no preconditions; the value is restored at once.
+    unsafe {
+        let old = libc::umask(0o022);
+        libc::umask(old);
+        old
+    }
 }
 
 pub fn run(args: Args) -> Result<()> {

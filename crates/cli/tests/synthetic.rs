@@ -324,6 +324,18 @@ fn whiteout_then_recreate() {
     );
 }
 
+/// The image is readable like any other output file (not tempfile's 0600).
+#[test]
+fn output_is_world_readable() {
+    use std::os::unix::fs::PermissionsExt;
+    let t = tempfile::tempdir().expect("tempdir");
+    let layout = t.path().join("layout");
+    two_layers(&layout, vec![]);
+    let img = flatten_ok(&layout, t.path());
+    let mode = std::fs::metadata(&img).expect("stat").permissions().mode();
+    assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
+}
+
 /// A whiteout of a path that does not exist is not an error.
 #[test]
 fn whiteout_of_missing_path_succeeds() {

@@ -186,7 +186,7 @@ fn apply_entry<R: Read>(
                 .map_err(|err| match err {
                     PlaceError::Io(io) => LayerError::Io(io),
                     PlaceError::Read(r) => r,
-                    PlaceError::TooLarge => LayerError::TooLarge { max: 0 },
+                    PlaceError::TooLarge => LayerError::TooLarge,
                 })?;
             tree.push(Node {
                 meta,

@@ -43,8 +43,10 @@ pub enum LayerError {
     /// An entry that cannot be applied; `path` is the entry's name in the tar.
     #[error("{path}: {reason}")]
     Entry { path: String, reason: String },
-    #[error("the image needs more than the maximum of {max} bytes (--max-size)")]
-    TooLarge { max: u64 },
+    /// File data ran past the size limit; `flatten` reports it as
+    /// [`FlattenError::TooLarge`] with the limit.
+    #[error("file data exceeds the size limit")]
+    TooLarge,
 }
 
 impl LayerError {

@@ -152,7 +152,7 @@ pub fn flatten(
             let start = placer.cursor();
             let written = placer.written();
             let wrap = |source| match source {
-                LayerError::TooLarge { .. } => FlattenError::TooLarge { max: opts.max_size },
+                LayerError::TooLarge => FlattenError::TooLarge { max: opts.max_size },
                 source => FlattenError::Layer {
                     index,
                     digest: info.digest.to_string(),

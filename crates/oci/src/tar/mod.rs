@@ -597,8 +597,20 @@ impl<R: Read> TarReader<R> {
     fn second_zero_block(&mut self) -> Result<(), TarError> {
         let offset = self.pos;
         let mut block = [0u8; BLOCK];
+        let filled = self.fill(&mut block)?;
+        if block[..filled].iter().any(|&b| b != 0) {
+            return Err(TarError::InvalidHeader {
+                offset,
+                reason: "header after a single zero block".to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Reads until `block` is full or the stream ends; returns the bytes read.
+    fn fill(&mut self, block: &mut [u8]) -> Result<usize, TarError> {
         let mut filled = 0;
-        while filled < BLOCK {
+        while filled < block.len() {
             match read_retrying(&mut self.inner, &mut block[filled..]) {
                 Ok(0) => break,
                 Ok(n) => {
@@ -613,39 +625,21 @@ impl<R: Read> TarReader<R> {
                 }
             }
         }
-        if block[..filled].iter().any(|&b| b != 0) {
-            return Err(TarError::InvalidHeader {
-                offset,
-                reason: "header after a single zero block".to_owned(),
-            });
-        }
-        Ok(())
+        Ok(filled)
     }
 
     /// Reads one block. `None` at EOF before its first byte; a partial
     /// block is `Truncated`.
     fn read_block(&mut self, context: &'static str) -> Result<Option<[u8; BLOCK]>, TarError> {
         let mut block = [0u8; BLOCK];
-        let mut filled = 0;
-        while filled < BLOCK {
-            match read_retrying(&mut self.inner, &mut block[filled..]) {
-                Ok(0) if filled == 0 => return Ok(None),
-                Ok(0) => {
-                    return Err(TarError::Truncated {
-                        context,
-                        offset: self.pos,
-                    })
-                }
-                Ok(n) => {
-                    filled += n;
-                    self.pos += n as u64;
-                }
-                Err(source) => {
-                    return Err(TarError::Io {
-                        offset: self.pos,
-                        source,
-                    })
-                }
+        match self.fill(&mut block)? {
+            0 => return Ok(None),
+            BLOCK => {}
+            _ => {
+                return Err(TarError::Truncated {
+                    context,
+                    offset: self.pos,
+                })
             }
         }
         Ok(Some(block))
