@@ -101,6 +101,40 @@ pub fn first_data_block(max_blocks: u64, align_blocks: u64) -> u64 {
     (1 + gdt_blocks(max_blocks)).next_multiple_of(align_blocks.max(1))
 }
 
+/// Group count, inodes per group and total blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Geometry {
+    groups: u64,
+    ipg: u64,
+    total: u64,
+}
+
+/// The three depend on each other (group metadata takes blocks, blocks make
+/// groups): raise the group count until everything fits. `fixed` is the
+/// block count before group metadata (bitmaps, inode tables).
+fn geometry(fixed: u64, inodes_needed: u64, free_blocks: u64, align: u64) -> Geometry {
+    let mut groups = (fixed + free_blocks).div_ceil(BLOCKS_PER_GROUP).max(1);
+    loop {
+        let ipg = inodes_needed
+            .div_ceil(groups)
+            .next_multiple_of(INODES_PER_BLOCK)
+            .max(INODES_PER_BLOCK);
+        if ipg > 8 * BLOCK_SIZE {
+            groups = inodes_needed.div_ceil(8 * BLOCK_SIZE).max(groups + 1);
+            continue;
+        }
+        let itb = ipg / INODES_PER_BLOCK;
+        let total = (fixed + groups * (2 + itb) + free_blocks).next_multiple_of(align);
+        let need = total.div_ceil(BLOCKS_PER_GROUP);
+        if need <= groups {
+            // Every group must hold at least one block.
+            let total = total.max(((groups - 1) * BLOCKS_PER_GROUP + 1).next_multiple_of(align));
+            return Geometry { groups, ipg, total };
+        }
+        groups = need;
+    }
+}
+
 /// One inode to write, in inode-number order.
 struct Rec {
     node: Option<NodeId>,
@@ -421,29 +455,8 @@ pub fn write_filesystem(
     // raise the group count until everything fits.
     let max_ino = u64::from(ino(w.recs.len() - 1)).max(u64::from(FIRST_INO));
     let inodes_needed = max_ino + opts.free_inodes;
-    let mut groups = (meta_end_no_groups + opts.free_blocks)
-        .div_ceil(BLOCKS_PER_GROUP)
-        .max(1);
-    let (ipg, total) = loop {
-        let ipg = inodes_needed
-            .div_ceil(groups)
-            .next_multiple_of(INODES_PER_BLOCK)
-            .max(INODES_PER_BLOCK);
-        if ipg > 8 * BLOCK_SIZE {
-            groups += 1;
-            continue;
-        }
-        let itb = ipg / INODES_PER_BLOCK;
-        let mut total =
-            (meta_end_no_groups + groups * (2 + itb) + opts.free_blocks).next_multiple_of(align);
-        let need = total.div_ceil(BLOCKS_PER_GROUP);
-        if need <= groups {
-            // Every group must hold at least one block.
-            total = total.max(((groups - 1) * BLOCKS_PER_GROUP + 1).next_multiple_of(align));
-            break (ipg, total);
-        }
-        groups = need;
-    };
+    let Geometry { groups, ipg, total } =
+        geometry(meta_end_no_groups, inodes_needed, opts.free_blocks, align);
     if total > opts.max_blocks || total > u64::from(u32::MAX) {
         return Err(Ext4Error::TooLarge {
             needed: total * BLOCK_SIZE,
@@ -643,4 +656,28 @@ pub fn write_filesystem(
         metadata_blocks: meta_end - meta_start,
         free_blocks,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn geometry_is_consistent(
+            fixed in 1u64..3_000_000,
+            inodes in 11u64..3_000_000,
+            free in 0u64..1_000_000,
+            align_log in 0u32..11,
+        ) {
+            let align = 1u64 << align_log;
+            let g = geometry(fixed, inodes, free, align);
+            prop_assert_eq!(g.groups, g.total.div_ceil(BLOCKS_PER_GROUP));
+            prop_assert!(g.ipg * g.groups >= inodes);
+            prop_assert!(g.ipg % INODES_PER_BLOCK == 0 && g.ipg <= 8 * BLOCK_SIZE);
+            prop_assert!(g.total >= fixed + g.groups * (2 + g.ipg / INODES_PER_BLOCK) + free);
+            prop_assert_eq!(g.total % align, 0);
+        }
+    }
 }
