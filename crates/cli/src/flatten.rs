@@ -73,6 +73,7 @@ pub fn flatten_to(source: &str, output: &Path, opts: &FlattenOptions) -> Result<
         .prefix(".kindling-flatten-")
         .tempfile_in(dir)
         .with_context(|| format!("creating a temporary file in {}", dir.display()))?;
+    let _cleanup = crate::interrupt::RemoveOnSignal::new(tmp.path());
     let summary = kindling_flatten::flatten(&image, tmp.as_file(), opts)
         .with_context(|| format!("flattening {source}"))?;
     // tempfile creates 0600; an image is as readable as any file we write.

@@ -4,6 +4,7 @@
 mod chunks;
 mod demo;
 mod flatten;
+mod interrupt;
 mod size;
 
 use clap::{Parser, Subcommand};
