@@ -22,15 +22,7 @@ pub struct Args {
     dir: Option<PathBuf>,
 }
 
-fn data_dir() -> PathBuf {
-    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
-        return PathBuf::from(d).join("kindling");
-    }
-    let home = std::env::var_os("HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from("."));
-    home.join(".local/share/kindling")
-}
+use crate::origin::data_dir;
 
 /// Deterministic pseudo-random bytes (SHA-256 in counter mode).
 fn prng(seed: &str, len: usize) -> Vec<u8> {

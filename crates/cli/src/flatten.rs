@@ -24,6 +24,16 @@ pub struct Args {
     /// Where to write the ext4 image.
     #[arg(short, long, value_name = "OUT.img")]
     output: PathBuf,
+    #[command(flatten)]
+    layout: LayoutArgs,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// The layout flags `flatten` and `push` share.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LayoutArgs {
     /// Chunk size the layout aligns to (power of two, 64KiB to 4MiB).
     #[arg(long, default_value = "512KiB", value_parser = parse_size)]
     chunk_size: u64,
@@ -43,13 +53,10 @@ pub struct Args {
     /// Layers decompressed ahead in parallel (the output does not depend on it).
     #[arg(long, default_value_t = 2)]
     threads: usize,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
 }
 
-impl Args {
-    fn options(&self) -> FlattenOptions {
+impl LayoutArgs {
+    pub fn options(&self) -> FlattenOptions {
         FlattenOptions {
             chunk_size: self.chunk_size,
             free_space: self.free_space,
@@ -76,15 +83,18 @@ pub fn flatten_to(source: &str, output: &Path, opts: &FlattenOptions) -> Result<
     let _cleanup = crate::interrupt::RemoveOnSignal::new(tmp.path());
     let summary = kindling_flatten::flatten(&image, tmp.as_file(), opts)
         .with_context(|| format!("flattening {source}"))?;
-    // tempfile creates 0600; an image is as readable as any file we write.
-    let mode = 0o644 & !current_umask();
-    tmp.as_file()
-        .set_permissions(std::fs::Permissions::from_mode(mode))
-        .context("setting the image's permissions")?;
+    make_readable(tmp.as_file())?;
     tmp.as_file().sync_all().context("syncing the image")?;
     tmp.persist(output)
         .with_context(|| format!("renaming the image to {}", output.display()))?;
     Ok(summary)
+}
+
+/// tempfile creates 0600; an image is as readable as any file we write.
+pub fn make_readable(file: &std::fs::File) -> Result<()> {
+    let mode = 0o644 & !current_umask();
+    file.set_permissions(std::fs::Permissions::from_mode(mode))
+        .context("setting the image's permissions")
 }
 
 /// The process umask (read by setting it and putting it back).
@@ -103,7 +113,7 @@ pub fn run(args: Args) -> Result<()> {
     if tty && !args.json {
         eprintln!("flattening {} ...", args.source);
     }
-    let s = flatten_to(&args.source, &args.output, &args.options())?;
+    let s = flatten_to(&args.source, &args.output, &args.layout.options())?;
     let secs = start.elapsed().as_secs_f64();
     for w in &s.warnings {
         eprintln!("kindling: warning: {w}");

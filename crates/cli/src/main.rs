@@ -3,8 +3,13 @@
 
 mod chunks;
 mod demo;
+mod fetch;
 mod flatten;
+mod inspect;
 mod interrupt;
+mod origin;
+mod push;
+mod s3_server;
 mod size;
 
 use clap::{Parser, Subcommand};
@@ -24,18 +29,42 @@ struct Cli {
 enum Command {
     Flatten(flatten::Args),
     Chunks(chunks::Args),
+    Push(push::Args),
+    Fetch(fetch::Args),
+    Inspect(inspect::InspectArgs),
+    Ls(inspect::LsArgs),
     Demo(demo::Args),
+    S3Server(s3_server::Args),
 }
 
 fn main() {
     let cli = Cli::parse();
+    keep_chunk_buffers_on_the_heap();
     let result = match cli.command {
         Command::Flatten(a) => flatten::run(a),
         Command::Chunks(a) => chunks::run(a),
+        Command::Push(a) => push::run(a),
+        Command::Fetch(a) => fetch::run(a),
+        Command::Inspect(a) => inspect::inspect(a),
+        Command::Ls(a) => inspect::ls(a),
         Command::Demo(a) => demo::run(a),
+        Command::S3Server(a) => s3_server::run(a),
     };
     if let Err(e) = result {
         eprintln!("kindling: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// Chunk buffers (512 KiB) are allocated and freed thousands of times per
+/// image. Above glibc's default mmap threshold each one would be a fresh
+/// mmap, 128 page faults and a munmap; a fixed 64 MiB threshold (and trim
+/// threshold) keeps them on the heap, where freed buffers are reused.
+fn keep_chunk_buffers_on_the_heap() {
+    // SAFETY: mallopt only tunes the allocator; called before any threads
+    // start. Failure (0) just leaves the defaults.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
     }
 }

@@ -17,14 +17,12 @@
 //! numbered in a depth-first walk with names sorted bytewise, so numbering,
 //! like everything else here, depends only on the tree.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
 use crate::bitmap::Bitset;
 use crate::dir;
 use crate::error::Ext4Error;
 use crate::extent;
 use crate::inode::{self, InodeRecord};
+use crate::output::Output;
 use crate::superblock::{self, GroupDesc, SuperInfo, DESC_SIZE, FIRST_INO, INODE_SIZE, ROOT_INO};
 use crate::tree::{Content, Extent, Metadata, Node, NodeId};
 use crate::xattr::{self, Placement};
@@ -348,7 +346,7 @@ struct Plan {
 /// all below `opts.data_end` and at or above [`first_data_block`]; every
 /// other byte of `file` must read as zero (a new file does).
 pub fn write_filesystem(
-    file: &File,
+    file: &(impl Output + ?Sized),
     nodes: &[Node],
     root: NodeId,
     opts: &FsOptions,
@@ -578,7 +576,7 @@ pub fn write_filesystem(
         rec.sectors = (data_blocks + meta_blocks) * (BLOCK_SIZE / 512);
         inodes.push(inode::encode_inode(&rec));
     }
-    file.write_all_at(&region, meta_start * BLOCK_SIZE)?;
+    file.write_image_at(&region, meta_start * BLOCK_SIZE)?;
     drop(region);
 
     // Group metadata: bitmaps and inode tables.
@@ -614,7 +612,7 @@ pub fn write_filesystem(
             used_dirs: dirs_per_group[g as usize],
         });
     }
-    file.write_all_at(&bitmaps, block_bitmaps * BLOCK_SIZE)?;
+    file.write_image_at(&bitmaps, block_bitmaps * BLOCK_SIZE)?;
 
     // Inode tables: only the part holding used inodes is written.
     let mut table = vec![0u8; (max_ino * u64::from(INODE_SIZE)) as usize];
@@ -628,12 +626,12 @@ pub fn write_filesystem(
             break;
         }
         let hi = (((g + 1) * ipg * u64::from(INODE_SIZE)) as usize).min(table.len());
-        file.write_all_at(&table[lo..hi], (inode_tables + g * itb) * BLOCK_SIZE)?;
+        file.write_image_at(&table[lo..hi], (inode_tables + g * itb) * BLOCK_SIZE)?;
     }
 
     let free_blocks: u64 = descs.iter().map(|d| u64::from(d.free_blocks)).sum();
     let free_inodes: u64 = descs.iter().map(|d| u64::from(d.free_inodes)).sum();
-    file.write_all_at(&superblock::encode_gdt(&descs), BLOCK_SIZE)?;
+    file.write_image_at(&superblock::encode_gdt(&descs), BLOCK_SIZE)?;
     let sb = SuperInfo {
         blocks: total,
         groups,
@@ -645,7 +643,7 @@ pub fn write_filesystem(
         volume_name: opts.volume_name,
         time: 0,
     };
-    file.write_all_at(&superblock::encode_superblock(&sb), 1024)?;
+    file.write_image_at(&superblock::encode_superblock(&sb), 1024)?;
     file.set_len(total * BLOCK_SIZE)?;
     Ok(FsSummary {
         blocks: total,

@@ -34,12 +34,14 @@ mod error;
 mod extent;
 mod inode;
 mod layout;
+mod output;
 mod superblock;
 mod tree;
 mod xattr;
 
 pub use error::Ext4Error;
 pub use layout::{first_data_block, gdt_blocks, write_filesystem, FsOptions, FsSummary};
+pub use output::Output;
 pub use tree::{Content, Extent, Metadata, Node, NodeId, Timestamp};
 
 /// Filesystem block size. 4 KiB: the page size, and what every tool expects.

@@ -22,9 +22,7 @@ mod pipeline;
 mod placer;
 mod tree;
 
-use std::fs::File;
-
-use kindling_ext4::{first_data_block, write_filesystem, FsOptions, BLOCK_SIZE};
+use kindling_ext4::{first_data_block, write_filesystem, FsOptions, Output, BLOCK_SIZE};
 use kindling_oci::Image;
 use sha2::{Digest as _, Sha256};
 
@@ -112,10 +110,11 @@ fn derive16(label: &str, image: &Image) -> [u8; 16] {
     out
 }
 
-/// Flattens `image` into `out`, which must be a new, empty file.
+/// Flattens `image` into `out`, which must be a new, empty file (or any
+/// [`Output`] whose unwritten bytes read as zero).
 pub fn flatten(
     image: &Image,
-    out: &File,
+    out: &dyn Output,
     opts: &FlattenOptions,
 ) -> Result<FlattenSummary, FlattenError> {
     let cs = opts.chunk_size;

@@ -16,10 +16,7 @@
 //!   position: a changed file disturbs only its own segment;
 //! * all-zero 4 KiB blocks are holes: they take no space.
 
-use std::fs::File;
-use std::os::unix::fs::FileExt;
-
-use kindling_ext4::{Extent, BLOCK_SIZE};
+use kindling_ext4::{Extent, Output, BLOCK_SIZE};
 use xxhash_rust::xxh3::Xxh3;
 
 const BS: usize = BLOCK_SIZE as usize;
@@ -38,9 +35,11 @@ pub(crate) struct Segment {
     pub length: u64,
 }
 
-#[derive(Debug)]
 pub(crate) struct Placer<'f> {
-    file: &'f File,
+    file: &'f dyn Output,
+    /// First block of the first layer region: the start of what `settled`
+    /// reports.
+    data_start: u64,
     chunk_blocks: u64,
     segment_target: u64,
     max_blocks: u64,
@@ -65,9 +64,18 @@ pub(crate) enum PlaceError {
     TooLarge,
 }
 
+impl std::fmt::Debug for Placer<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Placer")
+            .field("cursor", &self.cursor)
+            .field("written", &self.written)
+            .finish_non_exhaustive()
+    }
+}
+
 impl<'f> Placer<'f> {
     pub fn new(
-        file: &'f File,
+        file: &'f dyn Output,
         first_block: u64,
         chunk_size: u64,
         segment_target: u64,
@@ -75,6 +83,7 @@ impl<'f> Placer<'f> {
     ) -> Self {
         Placer {
             file,
+            data_start: first_block,
             chunk_blocks: chunk_size / BLOCK_SIZE,
             segment_target,
             max_blocks,
@@ -113,8 +122,12 @@ impl<'f> Placer<'f> {
         if blocks.len() >= DIRECT_WRITE {
             self.flush().map_err(PlaceError::Io)?;
             self.file
-                .write_all_at(blocks, at * BLOCK_SIZE)
+                .write_image_at(blocks, at * BLOCK_SIZE)
                 .map_err(PlaceError::Io)?;
+            self.cursor += n;
+            self.written += n;
+            self.settle().map_err(PlaceError::Io)?;
+            return Ok(at);
         } else {
             let contiguous = self.pending_block + (self.pending.len() / BS) as u64 == at;
             if !contiguous || self.pending.len() + blocks.len() > WRITE_BUFFER {
@@ -131,10 +144,17 @@ impl<'f> Placer<'f> {
     pub fn flush(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
             self.file
-                .write_all_at(&self.pending, self.pending_block * BLOCK_SIZE)?;
+                .write_image_at(&self.pending, self.pending_block * BLOCK_SIZE)?;
             self.pending.clear();
         }
-        Ok(())
+        self.settle()
+    }
+
+    /// Everything below the cursor is written (nothing is pending) and the
+    /// cursor only moves forward, so those bytes are final.
+    fn settle(&self) -> std::io::Result<()> {
+        self.file
+            .settled(self.data_start * BLOCK_SIZE..self.cursor * BLOCK_SIZE)
     }
 
     /// Places one regular file whose stored data (`stored` bytes, laid out
@@ -325,6 +345,8 @@ impl Assembler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs::File;
+    use std::os::unix::fs::FileExt;
 
     fn place(p: &mut Placer<'_>, data: &[u8], segments: &[Segment]) -> Vec<Extent> {
         let mut at = 0;

@@ -3,55 +3,10 @@
 #![allow(clippy::unwrap_used)]
 #![allow(dead_code)]
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use sha2::{Digest, Sha256};
-
-pub fn sha(b: &[u8]) -> String {
-    format!("sha256:{}", hex::encode(Sha256::digest(b)))
-}
-
-/// Writes an OCI layout at `dir` with the given (uncompressed) layer tars,
-/// gzip-compressed.
-pub fn write_layout(dir: &Path, layers: &[Vec<u8>]) {
-    std::fs::create_dir_all(dir.join("blobs/sha256")).unwrap();
-    let put = |data: &[u8]| {
-        let d = sha(data);
-        std::fs::write(dir.join("blobs/sha256").join(&d[7..]), data).unwrap();
-        d
-    };
-    let mut descs = Vec::new();
-    let mut diff_ids = Vec::new();
-    for raw in layers {
-        diff_ids.push(sha(raw));
-        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        gz.write_all(raw).unwrap();
-        let gz = gz.finish().unwrap();
-        descs.push(
-            serde_json::json!({"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-            "digest": put(&gz), "size": gz.len()}),
-        );
-    }
-    let config = serde_json::to_vec(&serde_json::json!({"architecture": "amd64", "os": "linux",
-        "config": {}, "rootfs": {"type": "layers", "diff_ids": diff_ids}}))
-    .unwrap();
-    let manifest = serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": put(&config), "size": config.len()},
-        "layers": descs}))
-    .unwrap();
-    let md = put(&manifest);
-    std::fs::write(dir.join("oci-layout"), br#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
-    std::fs::write(
-        dir.join("index.json"),
-        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2, "manifests": [
-            {"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": md, "size": manifest.len()}]}))
-        .unwrap(),
-    )
-    .unwrap();
-}
+pub use kindling_testkit::write_layout;
 
 /// Flattens the layout at `layout` into `out` with default options.
 pub fn flatten(

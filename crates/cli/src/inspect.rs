@@ -1,0 +1,144 @@
+//! `kindling inspect` and `kindling ls`: what a store holds.
+
+use anyhow::{Context, Result};
+use kindling_chunk::ChunkEntry;
+
+use crate::origin::{runtime, KeyArgs, StoreArgs};
+use crate::size::human;
+
+/// Show an image's manifest: sizes, chunk counts and the run config.
+///
+/// The run config and chunk keys are sealed: reading them needs the tenant
+/// key. With --public, only what the store itself can read is shown (sizes,
+/// chunk names, key id), and no key is needed.
+#[derive(Debug, clap::Args)]
+pub struct InspectArgs {
+    /// The image's name in the store.
+    name: String,
+    #[command(flatten)]
+    store: StoreArgs,
+    #[command(flatten)]
+    key: KeyArgs,
+    /// Show only the unsealed part; needs no key.
+    #[arg(long)]
+    public: bool,
+    /// Print as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn inspect(args: InspectArgs) -> Result<()> {
+    let repo = args.store.repo()?;
+    let rt = runtime()?;
+    let (r, public, manifest_bytes) = rt
+        .block_on(repo.public_manifest(&args.name))
+        .with_context(|| format!("reading {} from {}", args.name, args.store.url()))?;
+    let opened = if args.public {
+        None
+    } else {
+        let key = args.key.key()?;
+        Some(
+            rt.block_on(repo.open_image(&args.name, &key))
+                .with_context(|| format!("opening {}", args.name))?
+                .1,
+        )
+    };
+    let chunks = public.names.len();
+    let stored = public.names.iter().flatten().count();
+    let mut unique: Vec<_> = public.names.iter().flatten().collect();
+    unique.sort();
+    unique.dedup();
+    let config = opened.as_ref().map(|m| &m.config);
+    if args.json {
+        let mut v = serde_json::json!({
+            "name": r.name, "manifest": r.manifest, "manifest_bytes": manifest_bytes,
+            "image_bytes": public.image_bytes, "chunk_size": public.chunk_size,
+            "chunks": chunks, "zero_chunks": chunks - stored, "unique_chunks": unique.len(),
+            "salt_id": hex::encode(public.salt_id), "key_id": hex::encode(public.key_id),
+        });
+        if let Some(c) = config {
+            v["config"] = serde_json::to_value(c)?;
+        }
+        println!("{v}");
+        return Ok(());
+    }
+    println!("name        {}", r.name);
+    println!("manifest    {} ({} bytes)", r.manifest, manifest_bytes);
+    println!(
+        "image       {} in {} chunks of {}",
+        human(public.image_bytes),
+        chunks,
+        human(public.chunk_size)
+    );
+    println!(
+        "chunks      {} stored ({} unique), {} zero",
+        stored,
+        unique.len(),
+        chunks - stored
+    );
+    println!("salt id     {}", hex::encode(public.salt_id));
+    println!("key id      {}", hex::encode(public.key_id));
+    if let Some(m) = &opened {
+        let c = &m.config;
+        debug_assert_eq!(
+            m.chunks
+                .iter()
+                .filter(|e| matches!(e, ChunkEntry::Zero))
+                .count(),
+            chunks - stored
+        );
+        println!("source      {}", c.source);
+        println!("platform    {}/{}", c.os, c.architecture);
+        println!("entrypoint  {:?}", c.entrypoint);
+        println!("cmd         {:?}", c.cmd);
+        println!("workdir     {:?}", c.working_dir);
+        println!("user        {:?}", c.user);
+        for e in &c.env {
+            println!("env         {e}");
+        }
+    }
+    Ok(())
+}
+
+/// List the images in a store.
+#[derive(Debug, clap::Args)]
+pub struct LsArgs {
+    #[command(flatten)]
+    store: StoreArgs,
+    /// Print one JSON object per line.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn ls(args: LsArgs) -> Result<()> {
+    let repo = args.store.repo()?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let images = repo
+            .images()
+            .await
+            .with_context(|| format!("listing {}", args.store.url()))?;
+        for r in images {
+            let (_, public, _) = repo.public_manifest(&r.name).await?;
+            let stored = public.names.iter().flatten().count();
+            if args.json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "name": r.name, "manifest": r.manifest, "image_bytes": public.image_bytes,
+                        "chunks": public.names.len(), "stored_chunks": stored,
+                    })
+                );
+            } else {
+                println!(
+                    "{:<32} {}  {:>10}  {} stored chunks",
+                    r.name,
+                    &r.manifest[..19.min(r.manifest.len())],
+                    human(public.image_bytes),
+                    stored
+                );
+            }
+        }
+        Ok(())
+    })
+}

@@ -1,0 +1,119 @@
+//! Flags shared by the commands that talk to an origin store: the store
+//! URL, S3 settings and the tenant key, with their defaults under the
+//! user's data directory (the embedded default needs no setup at all).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use kindling_chunk::{KeyFile, KeyProvider, TenantKey};
+use kindling_repo::Repo;
+use kindling_store::S3Options;
+
+/// `$XDG_DATA_HOME/kindling`, else `~/.local/share/kindling`.
+pub fn data_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_DATA_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("kindling");
+    }
+    let home = std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."));
+    home.join(".local/share/kindling")
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArgs {
+    /// Origin store: a directory (a path or file:///path) or S3
+    /// (s3://bucket/prefix). Default: the embedded local store,
+    /// $XDG_DATA_HOME/kindling/store (~/.local/share/kindling/store).
+    #[arg(long, env = "KINDLING_STORE", value_name = "URL")]
+    pub store: Option<String>,
+    /// S3 endpoint, for S3-compatible servers [default: $AWS_ENDPOINT_URL, else AWS].
+    #[arg(long, value_name = "URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region [default: $AWS_REGION, else us-east-1].
+    #[arg(long, value_name = "REGION")]
+    pub s3_region: Option<String>,
+    /// S3 access key id [default: $AWS_ACCESS_KEY_ID].
+    #[arg(long, value_name = "ID")]
+    pub s3_access_key_id: Option<String>,
+    /// S3 secret access key [default: $AWS_SECRET_ACCESS_KEY]. Prefer the
+    /// environment: flags show up in `ps`.
+    #[arg(long, value_name = "SECRET")]
+    pub s3_secret_access_key: Option<String>,
+}
+
+impl StoreArgs {
+    pub fn url(&self) -> String {
+        match &self.store {
+            Some(s) => s.clone(),
+            None => data_dir().join("store").to_string_lossy().into_owned(),
+        }
+    }
+
+    pub fn repo(&self) -> Result<Repo> {
+        let mut s3 = S3Options::from_env(|k| std::env::var(k).ok().filter(|v| !v.is_empty()));
+        if let Some(e) = &self.s3_endpoint {
+            s3.allow_http = e.starts_with("http://");
+            s3.endpoint = Some(e.clone());
+        }
+        if let Some(r) = &self.s3_region {
+            s3.region = Some(r.clone());
+        }
+        if let Some(k) = &self.s3_access_key_id {
+            s3.access_key_id = Some(k.clone());
+        }
+        if let Some(k) = &self.s3_secret_access_key {
+            s3.secret_access_key = Some(k.clone());
+        }
+        let url = self.url();
+        let store =
+            kindling_store::open(&url, &s3).with_context(|| format!("opening store {url}"))?;
+        Ok(Repo::new(store))
+    }
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct KeyArgs {
+    /// Tenant key file: 32 random bytes (or 64 hex digits). Default:
+    /// $XDG_DATA_HOME/kindling/tenant.key, created (mode 0600) on first use.
+    #[arg(long, env = "KINDLING_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl KeyArgs {
+    pub fn provider(&self) -> Arc<dyn KeyProvider> {
+        match &self.key_file {
+            Some(p) => Arc::new(KeyFile::existing(p)),
+            None => Arc::new(KeyFile::create_if_missing(data_dir().join("tenant.key"))),
+        }
+    }
+
+    pub fn key(&self) -> Result<TenantKey> {
+        self.provider()
+            .tenant_key()
+            .context("loading the tenant key")
+    }
+}
+
+/// A runtime for one command. Two workers: the machines this runs on are
+/// small, and the heavy work happens on blocking threads anyway.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// Runs `fut`, or stops with an error on Ctrl-C / SIGTERM so that
+/// destructors (temporary files, directories) still run.
+pub async fn interruptible<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing a SIGTERM handler")?;
+    tokio::select! {
+        r = fut => r,
+        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
+        _ = term.recv() => anyhow::bail!("terminated"),
+    }
+}
