@@ -6,6 +6,8 @@
 //! Corpus tests need KINDLING_CORPUS (a skip note without it, a failure
 //! under CI).
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::fs;
@@ -227,7 +229,7 @@ fn small_pushed(dir: &Path) -> (String, PathBuf) {
         &[Layer::gzip(vec![
             Entry::dir("etc"),
             Entry::file("etc/big", kindling_testkit::prng("big", 2 << 20)),
-            Entry::file("etc/small", b"hello\n".to_vec()),
+            Entry::file("etc/small", b"hello\n"),
         ])],
     );
     let store = dir.join("store").to_str().unwrap().to_owned();
@@ -331,10 +333,7 @@ fn bad_names_and_sources_are_refused_before_any_upload() {
         show(&o)
     );
     let layout = dir.join("layout");
-    write_layout(
-        &layout,
-        &[Layer::gzip(vec![Entry::file("a", b"a".to_vec())])],
-    );
+    write_layout(&layout, &[Layer::gzip(vec![Entry::file("a", b"a")])]);
     for bad in ["../x", "a b", ""] {
         let o = output(
             kindling_in(&dir)
@@ -359,4 +358,87 @@ fn bad_names_and_sources_are_refused_before_any_upload() {
         "{}",
         show(&o)
     );
+}
+
+/// The README's quick start: `kindling demo` on a fresh data directory,
+/// twice; the second run finds every chunk already in the store.
+#[test]
+fn the_demo_pushes_and_fetches_the_sample() {
+    let dir = scratch("demo");
+    let first = run_ok(kindling_in(&dir).arg("demo"));
+    assert!(
+        first.contains("e2fsck -fn: clean") || first.contains("e2fsck not found"),
+        "{first}"
+    );
+    assert!(first.contains(" 0 already present,"), "{first}");
+    assert!(
+        first.contains("identical to the flattened image"),
+        "{first}"
+    );
+    assert!(dir
+        .join("kindling/store/images/kindling-demo:latest")
+        .is_file());
+    assert!(dir.join("kindling/tenant.key").is_file());
+    let second = run_ok(kindling_in(&dir).arg("demo"));
+    assert!(second.contains(" 0 uploaded (0 B)"), "{second}");
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Ctrl-C in the middle of a push leaves the name unset; in the middle of
+/// a fetch, no output and no temporary file.
+#[test]
+fn interrupted_push_and_fetch_leave_nothing_visible() {
+    let Some(corpus) = corpus_dir("interrupted_push_and_fetch_leave_nothing_visible") else {
+        return;
+    };
+    let dir = scratch("interrupt");
+    let store = dir.join("store");
+    let source = corpus.join("images/python-ds");
+    let interrupt_after = |cmd: &mut Command, ms: u64| {
+        let mut child = cmd.spawn().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(ms));
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        child.wait().unwrap()
+    };
+    let status = interrupt_after(
+        kindling_in(&dir)
+            .arg("push")
+            .arg(&source)
+            .args(["--name", "ds:1", "--store"])
+            .arg(&store),
+        700,
+    );
+    assert!(
+        !status.success(),
+        "push finished before the interrupt; the test needs a bigger image"
+    );
+    assert!(!store.join("images/ds:1").exists());
+    assert!(
+        !store.join("manifests").exists()
+            || fs::read_dir(store.join("manifests")).unwrap().count() == 0
+    );
+    // Now push it for real and interrupt the fetch.
+    run_ok(
+        kindling_in(&dir)
+            .arg("push")
+            .arg(&source)
+            .args(["--name", "ds:1", "--store"])
+            .arg(&store),
+    );
+    let out_dir = dir.join("out");
+    fs::create_dir_all(&out_dir).unwrap();
+    let status = interrupt_after(
+        kindling_in(&dir)
+            .args(["fetch", "ds:1", "--store"])
+            .arg(&store)
+            .arg("-o")
+            .arg(out_dir.join("ds.img")),
+        150,
+    );
+    if !status.success() {
+        let left: Vec<_> = fs::read_dir(&out_dir).unwrap().collect();
+        assert!(left.is_empty(), "left behind: {left:?}");
+    }
+    let _ = fs::remove_dir_all(&dir);
 }
