@@ -1,6 +1,7 @@
 //! `kindling`: the command line. The only crate that knows clap; it turns
 //! flags into library options and reports errors with context.
 
+mod agent;
 mod chunks;
 mod demo;
 mod fetch;
@@ -33,6 +34,7 @@ enum Command {
     Fetch(fetch::Args),
     Inspect(inspect::InspectArgs),
     Ls(inspect::LsArgs),
+    Mount(agent::MountArgs),
     Demo(demo::Args),
     S3Server(s3_server::Args),
 }
@@ -47,6 +49,7 @@ fn main() {
         Command::Fetch(a) => fetch::run(a),
         Command::Inspect(a) => inspect::inspect(a),
         Command::Ls(a) => inspect::ls(a),
+        Command::Mount(a) => agent::mount(a),
         Command::Demo(a) => demo::run(a),
         Command::S3Server(a) => s3_server::run(a),
     };

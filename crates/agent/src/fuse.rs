@@ -1,0 +1,285 @@
+//! The FUSE adapter: a directory holding one file, `disk.img`.
+//!
+//! Callbacks only translate: each read or write is handed, with its reply,
+//! to a task on the agent's tokio runtime, so slow chunk fetches never
+//! block the FUSE loop and many run at once. Errors become errnos here and
+//! nowhere else.
+
+use std::ffi::OsStr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use fuser::{
+    Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo,
+    LockOwner, MountOption, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory,
+    ReplyEmpty, ReplyEntry, ReplyOpen, ReplyWrite, Request, SessionACL, WriteFlags,
+};
+
+use crate::disk::Disk;
+
+/// The name of the one file.
+pub const DISK_FILE: &str = "disk.img";
+const ROOT: INodeNo = INodeNo(1);
+const FILE: INodeNo = INodeNo(2);
+/// Attributes never change while mounted (the size is fixed).
+const TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug)]
+struct DiskFs {
+    disk: Arc<Disk>,
+    rt: tokio::runtime::Handle,
+    uid: u32,
+    gid: u32,
+}
+
+impl DiskFs {
+    fn attr(&self, ino: INodeNo) -> FileAttr {
+        let (kind, perm, size, nlink) = if ino == ROOT {
+            (FileType::Directory, 0o755, 0, 2)
+        } else {
+            let perm = if self.disk.read_only() { 0o444 } else { 0o644 };
+            (FileType::RegularFile, perm, self.disk.size(), 1)
+        };
+        FileAttr {
+            ino,
+            size,
+            blocks: size.div_ceil(512),
+            atime: SystemTime::UNIX_EPOCH,
+            mtime: SystemTime::UNIX_EPOCH,
+            ctime: SystemTime::UNIX_EPOCH,
+            crtime: SystemTime::UNIX_EPOCH,
+            kind,
+            perm,
+            nlink,
+            uid: self.uid,
+            gid: self.gid,
+            rdev: 0,
+            blksize: 4096,
+            flags: 0,
+        }
+    }
+}
+
+fn errno(e: &crate::AgentError) -> Errno {
+    Errno::from_i32(e.errno())
+}
+
+impl Filesystem for DiskFs {
+    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+        if parent == ROOT && name == DISK_FILE {
+            reply.entry(&TTL, &self.attr(FILE), Generation(0));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn getattr(&self, _req: &Request, ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
+        if ino == ROOT || ino == FILE {
+            reply.attr(&TTL, &self.attr(ino));
+        } else {
+            reply.error(Errno::ENOENT);
+        }
+    }
+
+    fn setattr(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _mode: Option<u32>,
+        _uid: Option<u32>,
+        _gid: Option<u32>,
+        size: Option<u64>,
+        _atime: Option<fuser::TimeOrNow>,
+        _mtime: Option<fuser::TimeOrNow>,
+        _ctime: Option<SystemTime>,
+        _fh: Option<FileHandle>,
+        _crtime: Option<SystemTime>,
+        _chgtime: Option<SystemTime>,
+        _bkuptime: Option<SystemTime>,
+        _flags: Option<fuser::BsdFileFlags>,
+        reply: ReplyAttr,
+    ) {
+        // The disk's size is the image's: it cannot grow or shrink. Other
+        // changes (times, modes) are accepted and ignored, as a block
+        // device would.
+        if size.is_some_and(|s| s != self.disk.size()) {
+            reply.error(Errno::EPERM);
+        } else {
+            reply.attr(&TTL, &self.attr(ino));
+        }
+    }
+
+    fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
+        if ino != FILE {
+            reply.error(Errno::EISDIR);
+        } else if self.disk.read_only() && flags.acc_mode() != OpenAccMode::O_RDONLY {
+            reply.error(Errno::EROFS);
+        } else {
+            // The contents never change behind the kernel's back: keep its
+            // page cache across opens.
+            reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE);
+        }
+    }
+
+    fn read(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        size: u32,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyData,
+    ) {
+        if ino != FILE {
+            reply.error(Errno::EISDIR);
+            return;
+        }
+        let disk = self.disk.clone();
+        self.rt.spawn(async move {
+            match disk.read(offset, size as usize).await {
+                Ok(data) => reply.data(&data),
+                Err(e) => {
+                    eprintln!("kindling agent: read at {offset}: {}", chain(&e));
+                    reply.error(errno(&e));
+                }
+            }
+        });
+    }
+
+    fn write(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        data: &[u8],
+        _write_flags: WriteFlags,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        reply: ReplyWrite,
+    ) {
+        if ino != FILE {
+            reply.error(Errno::EISDIR);
+            return;
+        }
+        let disk = self.disk.clone();
+        let data = data.to_vec();
+        self.rt.spawn(async move {
+            match disk.write(offset, &data).await {
+                Ok(()) => reply.written(data.len() as u32),
+                Err(e) => {
+                    eprintln!("kindling agent: write at {offset}: {}", chain(&e));
+                    reply.error(errno(&e));
+                }
+            }
+        });
+    }
+
+    fn flush(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _lo: LockOwner, reply: ReplyEmpty) {
+        reply.ok();
+    }
+
+    fn fsync(&self, _req: &Request, _ino: INodeNo, _fh: FileHandle, _datasync: bool, reply: ReplyEmpty) {
+        // The overlay is private and dies with the agent: nothing to make
+        // durable.
+        reply.ok();
+    }
+
+    fn readdir(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        offset: u64,
+        mut reply: ReplyDirectory,
+    ) {
+        if ino != ROOT {
+            reply.error(Errno::ENOTDIR);
+            return;
+        }
+        let entries = [
+            (ROOT, FileType::Directory, "."),
+            (ROOT, FileType::Directory, ".."),
+            (FILE, FileType::RegularFile, DISK_FILE),
+        ];
+        for (i, (ino, kind, name)) in entries.iter().enumerate().skip(offset as usize) {
+            if reply.add(*ino, (i + 1) as u64, *kind, name) {
+                break;
+            }
+        }
+        reply.ok();
+    }
+}
+
+/// An error and its causes, on one line.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(x) = src {
+        s.push_str(": ");
+        s.push_str(&x.to_string());
+        src = x.source();
+    }
+    s
+}
+
+/// A mounted disk; unmounted when dropped.
+pub struct Mounted {
+    session: Option<fuser::BackgroundSession>,
+}
+
+impl std::fmt::Debug for Mounted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mounted").finish_non_exhaustive()
+    }
+}
+
+impl Mounted {
+    /// Unmounts and waits for the FUSE threads to end.
+    pub fn unmount(mut self) -> std::io::Result<()> {
+        match self.session.take() {
+            Some(s) => s.umount_and_join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.umount_and_join();
+        }
+    }
+}
+
+/// Mounts `disk` at `mountpoint` as `mountpoint/disk.img`. Reads and writes
+/// run on `rt`. Only root (and the owner) may access it: the kernel's loop
+/// driver is what reads it.
+pub fn mount(
+    disk: Arc<Disk>,
+    mountpoint: &Path,
+    rt: tokio::runtime::Handle,
+) -> std::io::Result<Mounted> {
+    // SAFETY: getuid/getgid cannot fail.
+    let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
+    let read_only = disk.read_only();
+    let fs = DiskFs { disk, rt, uid, gid };
+    let mut config = fuser::Config::default();
+    config.mount_options = vec![
+        MountOption::FSName("kindling".into()),
+        MountOption::Subtype("kindling".into()),
+        MountOption::NoExec,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        if read_only { MountOption::RO } else { MountOption::RW },
+    ];
+    config.acl = SessionACL::RootAndOwner;
+    config.n_threads = Some(2);
+    let session = fuser::spawn_mount(fs, mountpoint, &config)?;
+    Ok(Mounted {
+        session: Some(session),
+    })
+}

@@ -1,0 +1,31 @@
+//! The local agent (DESIGN.md, sections 5 and 6): one image served as one
+//! file, its chunks fetched on demand.
+//!
+//! * [`ImageReader`]: the async core. A read of (offset, length) maps to
+//!   chunks; each chunk comes from the small plaintext cache, or through the
+//!   [`ChunkSource`] tier chain (worker cache, then origin), is verified
+//!   against its name, decrypted and kept. Zero chunks cost no I/O;
+//!   concurrent reads of one chunk share one fetch.
+//! * [`Overlay`]: the copy-on-write layer. Writes land in a private sparse
+//!   file, page by page (4 KiB), tracked by a bitmap; nothing written ever
+//!   reaches a cache or the store.
+//! * [`Disk`]: reader + overlay = the file the kernel sees.
+//! * [`fuse`]: the thin FUSE adapter: a directory holding `disk.img`. It
+//!   knows nothing of chunks; every callback hands off to [`Disk`].
+//!
+//! The core never sees FUSE types, so it is tested without a kernel.
+
+mod disk;
+mod error;
+pub mod fuse;
+mod overlay;
+mod reader;
+mod source;
+mod stats;
+
+pub use disk::Disk;
+pub use error::AgentError;
+pub use overlay::{Overlay, PAGE_SIZE};
+pub use reader::{ImageReader, ReaderOptions};
+pub use source::{ChunkSource, Fetched, Origin, SourceError, Tier};
+pub use stats::{Stats, StatsSnapshot};

@@ -1,0 +1,186 @@
+//! The read path: (offset, length) -> chunks -> tiers -> verify -> decrypt.
+//!
+//! A small LRU of decrypted chunks absorbs the kernel's habit of reading a
+//! chunk in several pieces (128 KiB FUSE reads of a 512 KiB chunk would
+//! otherwise verify and decrypt it four times). In-flight fetches are
+//! shared: concurrent reads of one chunk wait on one fetch. Lock order:
+//! only `state` is ever locked, never across an await.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+
+use futures_util::future::try_join_all;
+use kindling_chunk::{cipher, ChunkEntry, Manifest};
+use tokio::sync::OnceCell;
+
+use crate::error::AgentError;
+use crate::source::{ChunkSource, SourceError, Tier};
+use crate::stats::Stats;
+
+/// How the reader caches.
+#[derive(Debug, Clone)]
+pub struct ReaderOptions {
+    /// Decrypted chunks kept in memory. Default 16 (8 MiB at 512 KiB): a
+    /// few chunks per concurrent reader stream, well inside the agent's
+    /// 64 MiB memory budget; hot chunks live in the worker cache anyway.
+    pub plaintext_chunks: usize,
+}
+
+impl Default for ReaderOptions {
+    fn default() -> Self {
+        ReaderOptions {
+            plaintext_chunks: 16,
+        }
+    }
+}
+
+type Plain = Arc<[u8]>;
+
+#[derive(Debug, Default)]
+struct State {
+    /// Most recently used last.
+    lru: VecDeque<(usize, Plain)>,
+    inflight: HashMap<usize, Arc<OnceCell<Plain>>>,
+}
+
+/// Reads an image through the tiers.
+#[derive(Debug)]
+pub struct ImageReader {
+    manifest: Arc<Manifest>,
+    source: Arc<dyn ChunkSource>,
+    stats: Arc<Stats>,
+    opts: ReaderOptions,
+    state: Mutex<State>,
+}
+
+impl ImageReader {
+    pub fn new(
+        manifest: Arc<Manifest>,
+        source: Arc<dyn ChunkSource>,
+        stats: Arc<Stats>,
+        opts: ReaderOptions,
+    ) -> ImageReader {
+        ImageReader {
+            manifest,
+            source,
+            stats,
+            opts,
+            state: Mutex::new(State::default()),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        self.manifest.image_bytes
+    }
+
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads `len` bytes at `offset`; short only at the end of the image.
+    pub async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, AgentError> {
+        let size = self.size();
+        if offset >= size || len == 0 {
+            return Ok(Vec::new());
+        }
+        let end = (offset + len as u64).min(size);
+        let cs = self.manifest.chunk_size;
+        let first = (offset / cs) as usize;
+        let last = ((end - 1) / cs) as usize;
+        let chunks = try_join_all((first..=last).map(|i| self.chunk(i))).await?;
+        let mut out = vec![0u8; (end - offset) as usize];
+        for (i, plain) in (first..=last).zip(chunks) {
+            let chunk_start = i as u64 * cs;
+            let from = offset.max(chunk_start);
+            let to = end.min(chunk_start + cs);
+            if let Some(p) = plain {
+                let src = &p[(from - chunk_start) as usize..(to - chunk_start) as usize];
+                out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The plaintext of chunk `index`, or `None` for a zero chunk.
+    pub async fn chunk(&self, index: usize) -> Result<Option<Plain>, AgentError> {
+        let (name, key) = match self.manifest.chunks.get(index) {
+            Some(ChunkEntry::Stored { name, key }) => (*name, key.clone()),
+            Some(ChunkEntry::Zero) => {
+                self.stats.chunks_zero.fetch_add(1, Relaxed);
+                return Ok(None);
+            }
+            None => {
+                return Err(AgentError::OutOfRange {
+                    size: self.size(),
+                })
+            }
+        };
+        let cell = {
+            let mut s = self.lock();
+            if let Some(pos) = s.lru.iter().position(|(i, _)| *i == index) {
+                let hit = s.lru.remove(pos).map(|(_, p)| p);
+                if let Some(p) = hit {
+                    s.lru.push_back((index, p.clone()));
+                    self.stats.chunks_memory.fetch_add(1, Relaxed);
+                    return Ok(Some(p));
+                }
+            }
+            s.inflight.entry(index).or_default().clone()
+        };
+        let expected = self.manifest.chunk_len(index);
+        let result = cell
+            .get_or_try_init(|| async {
+                let fetched = self.source.fetch(&name).await?;
+                if fetched.bytes.len() != expected {
+                    return Err(SourceError::Cache(
+                        format!("{} bytes, expected {expected}", fetched.bytes.len()).into(),
+                    ));
+                }
+                match fetched.tier {
+                    Tier::Origin => {
+                        self.stats.chunks_origin.fetch_add(1, Relaxed);
+                        self.stats
+                            .bytes_fetched
+                            .fetch_add(fetched.bytes.len() as u64, Relaxed);
+                    }
+                    Tier::WorkerCache => {
+                        self.stats.chunks_worker_cache.fetch_add(1, Relaxed);
+                    }
+                }
+                let mut plain = fetched.bytes.to_vec();
+                cipher::decrypt_in_place(&key, &mut plain);
+                Ok(Plain::from(plain))
+            })
+            .await
+            .cloned();
+        let mut s = self.lock();
+        if s.inflight.get(&index).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+            s.inflight.remove(&index);
+        }
+        match result {
+            Ok(p) => {
+                if !s.lru.iter().any(|(i, _)| *i == index) {
+                    s.lru.push_back((index, p.clone()));
+                    while s.lru.len() > self.opts.plaintext_chunks {
+                        s.lru.pop_front();
+                    }
+                }
+                Ok(Some(p))
+            }
+            Err(e) => {
+                self.stats.chunk_errors.fetch_add(1, Relaxed);
+                Err(AgentError::Chunk {
+                    index,
+                    offset: self.manifest.chunk_offset(index),
+                    name: name.to_hex(),
+                    source: Box::new(e),
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! `kindling mount`: the agent in the foreground, and the setup it shares
+//! with `kindling run`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use kindling_agent::{Disk, ImageReader, Origin, Overlay, ReaderOptions, Stats};
+use kindling_chunk::RunConfig;
+
+use crate::origin::{interruptible, runtime, KeyArgs, StoreArgs};
+use crate::size::human;
+
+/// Flags of the agent, shared by `mount` and `run`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct AgentArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(flatten)]
+    pub key: KeyArgs,
+    /// Serve the disk read-only (no copy-on-write overlay).
+    #[arg(long)]
+    pub read_only: bool,
+    /// Where the copy-on-write overlay's (unlinked, sparse) file lives
+    /// [default: $TMPDIR].
+    #[arg(long, value_name = "DIR")]
+    pub overlay_dir: Option<PathBuf>,
+}
+
+/// An opened image, ready to serve.
+#[derive(Debug)]
+pub struct Opened {
+    pub disk: Arc<Disk>,
+    pub config: RunConfig,
+    pub manifest: String,
+}
+
+/// Looks up `name`, opens its manifest and builds the disk.
+pub async fn open(args: &AgentArgs, name: &str) -> Result<Opened> {
+    let repo = args.store.repo()?;
+    let key = args.key.key()?;
+    let (image, manifest) = repo
+        .open_image(name, &key)
+        .await
+        .with_context(|| format!("opening {name} in {}", args.store.url()))?;
+    let config = manifest.config.clone();
+    let source = Arc::new(Origin::new(repo.store().clone()));
+    let size = manifest.image_bytes;
+    let reader = ImageReader::new(
+        Arc::new(manifest),
+        source,
+        Arc::new(Stats::default()),
+        ReaderOptions::default(),
+    );
+    let overlay = if args.read_only {
+        None
+    } else {
+        let dir = args.overlay_dir.clone().unwrap_or_else(std::env::temp_dir);
+        Some(
+            Overlay::new(&dir, size)
+                .with_context(|| format!("creating the overlay file in {}", dir.display()))?,
+        )
+    };
+    Ok(Opened {
+        disk: Arc::new(Disk::new(reader, overlay)),
+        config,
+        manifest: image.manifest,
+    })
+}
+
+/// Serve an image as one file, MOUNTPOINT/disk.img, fetching chunks on demand.
+///
+/// Runs in the foreground until Ctrl-C or SIGTERM, then unmounts. Writes
+/// to disk.img go to a private copy-on-write overlay that disappears with
+/// the agent; the store and caches never change. The file is a valid
+/// ext4 filesystem and works as a loop device, a Firecracker or a QEMU
+/// drive.
+#[derive(Debug, clap::Args)]
+pub struct MountArgs {
+    /// The image's name in the store.
+    name: String,
+    /// An existing empty directory to mount on.
+    mountpoint: PathBuf,
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+pub fn mount(args: MountArgs) -> Result<()> {
+    let rt = runtime()?;
+    let opened = rt.block_on(open(&args.agent, &args.name))?;
+    let disk = opened.disk.clone();
+    let mounted = kindling_agent::fuse::mount(disk.clone(), &args.mountpoint, rt.handle().clone())
+        .with_context(|| format!("mounting on {}", args.mountpoint.display()))?;
+    eprintln!(
+        "serving {} ({}, {}) at {}; Ctrl-C to unmount",
+        args.name,
+        human(disk.size()),
+        if disk.read_only() { "read-only" } else { "copy-on-write" },
+        Path::new(&args.mountpoint).join(kindling_agent::fuse::DISK_FILE).display()
+    );
+    let _ = rt.block_on(interruptible(std::future::pending::<Result<()>>()));
+    mounted.unmount().context("unmounting")?;
+    let s = disk.stats().snapshot();
+    eprintln!(
+        "unmounted: read {}, fetched {} ({} chunks from the origin, {} from the worker cache, {} zero)",
+        human(s.bytes_read),
+        human(s.bytes_fetched),
+        s.chunks_origin,
+        s.chunks_worker_cache,
+        s.chunks_zero
+    );
+    Ok(())
+}
