@@ -1,0 +1,240 @@
+//! The agent core against a reference: every byte read through the tiers
+//! equals what `fetch` writes, under random read patterns and writes.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use kindling_agent::{Disk, ImageReader, Origin, Overlay, ReaderOptions, Stats};
+use kindling_chunk::{Manifest, TenantKey};
+use kindling_repo::Repo;
+use kindling_store::{FaultyStore, LocalStore, Op, RetryPolicy, Retrying, Store};
+use kindling_testkit::{prng, write_layout, Layer};
+use proptest::prelude::*;
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    store_dir: std::path::PathBuf,
+    manifest: Arc<Manifest>,
+    reference: Vec<u8>,
+}
+
+fn rt() -> &'static tokio::runtime::Runtime {
+    static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
+    RT.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+const KEY: [u8; 32] = [5; 32];
+
+/// One small image pushed once: multi-chunk files, small files, and free
+/// space (zero chunks). 64 KiB chunks so reads cross many chunk edges.
+fn fixture() -> &'static Fixture {
+    static F: OnceLock<Fixture> = OnceLock::new();
+    F.get_or_init(|| {
+        let dir = tempfile::tempdir().unwrap();
+        let layout = dir.path().join("layout");
+        let mut layer = Layer::new().dir("d/").file("d/big", 0o644, &prng("big", 900_000));
+        for i in 0..40 {
+            layer = layer.file(&format!("d/f{i}"), 0o644, &prng(&format!("f{i}"), 3000 + i * 511));
+        }
+        write_layout(&layout, &[layer.finish()]);
+        let store_dir = dir.path().join("store");
+        let repo = Repo::new(Arc::new(LocalStore::new(store_dir.clone())));
+        let key = TenantKey::from_bytes(KEY);
+        let mut opts = kindling_repo::PushOptions::default();
+        opts.flatten.chunk_size = 64 << 10;
+        opts.flatten.free_space = 1 << 20;
+        opts.flatten.free_inodes = 64;
+        let image = kindling_oci::Image::open(layout.to_str().unwrap()).unwrap();
+        rt().block_on(kindling_repo::push(&repo, image, "t:1", &key, &opts)).unwrap();
+        let out = dir.path().join("ref.img");
+        let f = std::fs::File::create(&out).unwrap();
+        rt().block_on(kindling_repo::fetch(&repo, "t:1", &key, &f, &Default::default()))
+            .unwrap();
+        let reference = std::fs::read(&out).unwrap();
+        let (_, manifest) = rt().block_on(repo.open_image("t:1", &key)).unwrap();
+        assert!(manifest.chunks.iter().any(|c| matches!(c, kindling_chunk::ChunkEntry::Zero)));
+        Fixture {
+            _dir: dir,
+            store_dir,
+            manifest: Arc::new(manifest),
+            reference,
+        }
+    })
+}
+
+fn reader_over(store: Arc<dyn Store>, cached: usize) -> ImageReader {
+    ImageReader::new(
+        fixture().manifest.clone(),
+        Arc::new(Origin::new(store)),
+        Arc::new(Stats::default()),
+        ReaderOptions {
+            plaintext_chunks: cached,
+        },
+    )
+}
+
+fn local() -> Arc<dyn Store> {
+    Arc::new(LocalStore::new(fixture().store_dir.clone()))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn reads_equal_the_fetched_image(
+        reads in proptest::collection::vec((any::<u64>(), 1usize..300_000), 1..20),
+        cached in 0usize..4,
+    ) {
+        let f = fixture();
+        let r = reader_over(local(), cached);
+        let size = f.reference.len() as u64;
+        for (off, len) in reads {
+            let off = off % (size + 1000);
+            let got = rt().block_on(r.read(off, len)).unwrap();
+            let lo = off.min(size) as usize;
+            let hi = (off + len as u64).min(size) as usize;
+            prop_assert_eq!(&got[..], &f.reference[lo..hi], "read at {} len {}", off, len);
+        }
+    }
+
+    /// Writes go to the overlay: reads see them, untouched bytes stay the
+    /// image's, and the store does not change.
+    #[test]
+    fn overlay_matches_a_model(
+        ops in proptest::collection::vec((any::<bool>(), any::<u64>(), 1usize..20_000, any::<u8>()), 1..30),
+    ) {
+        let f = fixture();
+        let dir = tempfile::tempdir().unwrap();
+        let disk = Disk::new(reader_over(local(), 2), Some(Overlay::new(dir.path(), f.reference.len() as u64).unwrap()));
+        let mut model = f.reference.clone();
+        let size = model.len() as u64;
+        for (write, off, len, v) in ops {
+            let off = off % size;
+            let len = len.min((size - off) as usize);
+            if write {
+                let data = vec![v; len];
+                rt().block_on(disk.write(off, &data)).unwrap();
+                model[off as usize..off as usize + len].copy_from_slice(&data);
+            } else {
+                let got = rt().block_on(disk.read(off, len)).unwrap();
+                prop_assert_eq!(&got[..], &model[off as usize..off as usize + len]);
+            }
+        }
+        let all = rt().block_on(disk.read(0, size as usize)).unwrap();
+        prop_assert!(all == model);
+    }
+}
+
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push((p.display().to_string(), std::fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+#[test]
+fn writes_never_reach_the_store() {
+    let f = fixture();
+    let before = snapshot(&f.store_dir);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = Disk::new(reader_over(local(), 2), Some(Overlay::new(dir.path(), f.reference.len() as u64).unwrap()));
+    rt().block_on(disk.write(0, &vec![0xee; f.reference.len()])).unwrap();
+    assert_eq!(disk.overlay_pages(), f.reference.len() as u64 / 4096);
+    assert_eq!(snapshot(&f.store_dir), before);
+    // A read-only disk refuses writes.
+    let ro = Disk::new(reader_over(local(), 2), None);
+    let e = rt().block_on(ro.write(0, b"x")).unwrap_err();
+    assert_eq!(e.errno(), libc::EROFS);
+}
+
+#[test]
+fn concurrent_reads_of_one_chunk_fetch_it_once() {
+    let f = fixture();
+    let faulty = Arc::new(FaultyStore::new(LocalStore::new(f.store_dir.clone())));
+    faulty.set_op_latency(Op::Get, Duration::from_millis(50));
+    let r = Arc::new(reader_over(faulty.clone(), 4));
+    let (index, _) = f
+        .manifest
+        .chunks
+        .iter()
+        .enumerate()
+        .find(|(_, c)| matches!(c, kindling_chunk::ChunkEntry::Stored { .. }))
+        .unwrap();
+    let at = index as u64 * f.manifest.chunk_size;
+    let reads: Vec<_> = (0..32)
+        .map(|i| {
+            let r = r.clone();
+            rt().spawn(async move { r.read(at + i * 100, 4096).await })
+        })
+        .collect();
+    for h in reads {
+        rt().block_on(h).unwrap().unwrap();
+    }
+    assert_eq!(faulty.counts().gets, 1);
+    let s = r.stats().snapshot();
+    assert_eq!(s.chunks_origin, 1);
+    assert_eq!(s.bytes_fetched, f.manifest.chunk_size);
+    // Zero chunks cost no I/O at all.
+    let zero = f
+        .manifest
+        .chunks
+        .iter()
+        .position(|c| matches!(c, kindling_chunk::ChunkEntry::Zero))
+        .unwrap();
+    let got = rt()
+        .block_on(r.read(zero as u64 * f.manifest.chunk_size, 65536))
+        .unwrap();
+    assert!(got.iter().all(|&b| b == 0));
+    assert_eq!(faulty.counts().gets, 1);
+}
+
+#[test]
+fn an_unreachable_or_corrupt_origin_fails_reads_without_hanging() {
+    let f = fixture();
+    let faulty = Arc::new(FaultyStore::new(LocalStore::new(f.store_dir.clone())));
+    let policy = RetryPolicy {
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(5),
+        max_backoff: Duration::from_millis(20),
+        timeout: Duration::from_secs(2),
+    };
+    let store = Arc::new(Retrying::with_policy(faulty.clone(), policy));
+    let r = reader_over(store, 0);
+    faulty.fail_next(Op::Get, 1000);
+    let t = std::time::Instant::now();
+    let e = rt().block_on(r.read(0, 4096)).unwrap_err();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(e.errno(), libc::EIO);
+    let msg = kindling_agent::fuse::chain(&e);
+    assert!(msg.contains("chunk 0 at offset 0"), "{msg}");
+    faulty.clear_faults();
+    // Corrupt bytes are never returned.
+    let name = match &f.manifest.chunks[0] {
+        kindling_chunk::ChunkEntry::Stored { name, .. } => *name,
+        _ => unreachable!(),
+    };
+    faulty.corrupt_key(&kindling_repo::chunk_key(&name));
+    let e = rt().block_on(r.read(0, 4096)).unwrap_err();
+    assert!(kindling_agent::fuse::chain(&e).contains("verification"), "{e}");
+    faulty.clear_faults();
+    assert_eq!(rt().block_on(r.read(0, 4096)).unwrap(), f.reference[..4096]);
+}
