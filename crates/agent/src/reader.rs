@@ -114,11 +114,7 @@ impl ImageReader {
                 self.stats.chunks_zero.fetch_add(1, Relaxed);
                 return Ok(None);
             }
-            None => {
-                return Err(AgentError::OutOfRange {
-                    size: self.size(),
-                })
-            }
+            None => return Err(AgentError::OutOfRange { size: self.size() }),
         };
         let cell = {
             let mut s = self.lock();
@@ -159,7 +155,10 @@ impl ImageReader {
             .await
             .cloned();
         let mut s = self.lock();
-        if s.inflight.get(&index).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+        if s.inflight
+            .get(&index)
+            .is_some_and(|c| Arc::ptr_eq(c, &cell))
+        {
             s.inflight.remove(&index);
         }
         match result {

@@ -41,9 +41,15 @@ fn fixture() -> &'static Fixture {
     F.get_or_init(|| {
         let dir = tempfile::tempdir().unwrap();
         let layout = dir.path().join("layout");
-        let mut layer = Layer::new().dir("d/").file("d/big", 0o644, &prng("big", 900_000));
+        let mut layer = Layer::new()
+            .dir("d/")
+            .file("d/big", 0o644, &prng("big", 900_000));
         for i in 0..40 {
-            layer = layer.file(&format!("d/f{i}"), 0o644, &prng(&format!("f{i}"), 3000 + i * 511));
+            layer = layer.file(
+                &format!("d/f{i}"),
+                0o644,
+                &prng(&format!("f{i}"), 3000 + i * 511),
+            );
         }
         write_layout(&layout, &[layer.finish()]);
         let store_dir = dir.path().join("store");
@@ -54,14 +60,24 @@ fn fixture() -> &'static Fixture {
         opts.flatten.free_space = 1 << 20;
         opts.flatten.free_inodes = 64;
         let image = kindling_oci::Image::open(layout.to_str().unwrap()).unwrap();
-        rt().block_on(kindling_repo::push(&repo, image, "t:1", &key, &opts)).unwrap();
+        rt().block_on(kindling_repo::push(&repo, image, "t:1", &key, &opts))
+            .unwrap();
         let out = dir.path().join("ref.img");
         let f = std::fs::File::create(&out).unwrap();
-        rt().block_on(kindling_repo::fetch(&repo, "t:1", &key, &f, &Default::default()))
-            .unwrap();
+        rt().block_on(kindling_repo::fetch(
+            &repo,
+            "t:1",
+            &key,
+            &f,
+            &Default::default(),
+        ))
+        .unwrap();
         let reference = std::fs::read(&out).unwrap();
         let (_, manifest) = rt().block_on(repo.open_image("t:1", &key)).unwrap();
-        assert!(manifest.chunks.iter().any(|c| matches!(c, kindling_chunk::ChunkEntry::Zero)));
+        assert!(manifest
+            .chunks
+            .iter()
+            .any(|c| matches!(c, kindling_chunk::ChunkEntry::Zero)));
         Fixture {
             _dir: dir,
             store_dir,
@@ -156,8 +172,12 @@ fn writes_never_reach_the_store() {
     let f = fixture();
     let before = snapshot(&f.store_dir);
     let dir = tempfile::tempdir().unwrap();
-    let disk = Disk::new(reader_over(local(), 2), Some(Overlay::new(dir.path(), f.reference.len() as u64).unwrap()));
-    rt().block_on(disk.write(0, &vec![0xee; f.reference.len()])).unwrap();
+    let disk = Disk::new(
+        reader_over(local(), 2),
+        Some(Overlay::new(dir.path(), f.reference.len() as u64).unwrap()),
+    );
+    rt().block_on(disk.write(0, &vec![0xee; f.reference.len()]))
+        .unwrap();
     assert_eq!(disk.overlay_pages(), f.reference.len() as u64 / 4096);
     assert_eq!(snapshot(&f.store_dir), before);
     // A read-only disk refuses writes.
@@ -234,7 +254,10 @@ fn an_unreachable_or_corrupt_origin_fails_reads_without_hanging() {
     };
     faulty.corrupt_key(&kindling_repo::chunk_key(&name));
     let e = rt().block_on(r.read(0, 4096)).unwrap_err();
-    assert!(kindling_agent::fuse::chain(&e).contains("verification"), "{e}");
+    assert!(
+        kindling_agent::fuse::chain(&e).contains("verification"),
+        "{e}"
+    );
     faulty.clear_faults();
     assert_eq!(rt().block_on(r.read(0, 4096)).unwrap(), f.reference[..4096]);
 }

@@ -95,8 +95,14 @@ pub fn mount(args: MountArgs) -> Result<()> {
         "serving {} ({}, {}) at {}; Ctrl-C to unmount",
         args.name,
         human(disk.size()),
-        if disk.read_only() { "read-only" } else { "copy-on-write" },
-        Path::new(&args.mountpoint).join(kindling_agent::fuse::DISK_FILE).display()
+        if disk.read_only() {
+            "read-only"
+        } else {
+            "copy-on-write"
+        },
+        Path::new(&args.mountpoint)
+            .join(kindling_agent::fuse::DISK_FILE)
+            .display()
     );
     let _ = rt.block_on(interruptible(std::future::pending::<Result<()>>()));
     mounted.unmount().context("unmounting")?;

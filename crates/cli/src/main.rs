@@ -10,6 +10,7 @@ mod inspect;
 mod interrupt;
 mod origin;
 mod push;
+mod run;
 mod s3_server;
 mod size;
 
@@ -35,6 +36,7 @@ enum Command {
     Inspect(inspect::InspectArgs),
     Ls(inspect::LsArgs),
     Mount(agent::MountArgs),
+    Run(run::Args),
     Demo(demo::Args),
     S3Server(s3_server::Args),
 }
@@ -50,6 +52,10 @@ fn main() {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Ls(a) => inspect::ls(a),
         Command::Mount(a) => agent::mount(a),
+        Command::Run(a) => match run::run(a) {
+            Ok(code) => std::process::exit(code),
+            Err(e) => Err(e),
+        },
         Command::Demo(a) => demo::run(a),
         Command::S3Server(a) => s3_server::run(a),
     };

@@ -15,7 +15,9 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn scratch(test: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR")).join("agent").join(test);
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("agent")
+        .join(test);
     let _ = fs::remove_dir_all(&d);
     fs::create_dir_all(&d).unwrap();
     d
@@ -32,7 +34,8 @@ fn kindling_in(data: &Path) -> Command {
 fn mounted(dir: &Path) -> bool {
     let m = fs::read_to_string("/proc/mounts").unwrap();
     let d = dir.canonicalize().unwrap_or(dir.to_path_buf());
-    m.lines().any(|l| l.split(' ').nth(1) == Some(d.to_str().unwrap()))
+    m.lines()
+        .any(|l| l.split(' ').nth(1) == Some(d.to_str().unwrap()))
 }
 
 /// Starts `kindling mount` and waits for disk.img.
@@ -48,7 +51,10 @@ fn start_mount(data: &Path, name: &str, store: &Path, mnt: &Path, extra: &[&str]
         .unwrap();
     let t = Instant::now();
     while !mnt.join("disk.img").exists() {
-        assert!(t.elapsed() < Duration::from_secs(20), "disk.img never appeared");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "disk.img never appeared"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     child
@@ -78,7 +84,13 @@ fn mount_serves_the_image_and_keeps_writes_private() {
         ])],
     );
     let store = dir.join("store");
-    run_ok(kindling_in(&dir).arg("push").arg(&layout).args(["--name", "t:1", "--store"]).arg(&store));
+    run_ok(
+        kindling_in(&dir)
+            .arg("push")
+            .arg(&layout)
+            .args(["--name", "t:1", "--store"])
+            .arg(&store),
+    );
     let flat = dir.join("flat.img");
     flatten_json(layout.as_os_str(), &flat, &[]);
     let before = sha256_file(&flat);
@@ -86,9 +98,17 @@ fn mount_serves_the_image_and_keeps_writes_private() {
     let mnt = dir.join("mnt");
     let child = start_mount(&dir, "t:1", &store, &mnt, &[]);
     let disk = mnt.join("disk.img");
-    assert_eq!(sha256_file(&disk), before, "disk.img differs from flatten output");
+    assert_eq!(
+        sha256_file(&disk),
+        before,
+        "disk.img differs from flatten output"
+    );
     // Writes land in the overlay and read back.
-    let f = fs::OpenOptions::new().read(true).write(true).open(&disk).unwrap();
+    let f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&disk)
+        .unwrap();
     f.write_all_at(b"overwritten", 5000).unwrap();
     let mut back = [0u8; 11];
     f.read_exact_at(&mut back, 5000).unwrap();
@@ -99,7 +119,12 @@ fn mount_serves_the_image_and_keeps_writes_private() {
     // The image mounts as ext4 through a loop device.
     let root = dir.join("root");
     fs::create_dir_all(&root).unwrap();
-    let st = Command::new("mount").args(["-o", "loop,ro", "-t", "ext4"]).arg(&disk).arg(&root).status().unwrap();
+    let st = Command::new("mount")
+        .args(["-o", "loop,ro", "-t", "ext4"])
+        .arg(&disk)
+        .arg(&root)
+        .status()
+        .unwrap();
     assert!(st.success());
     let hello = fs::read_to_string(root.join("etc/hello"));
     let st = Command::new("umount").arg(&root).status().unwrap();
@@ -110,7 +135,10 @@ fn mount_serves_the_image_and_keeps_writes_private() {
     // A new agent starts from the image again: the write is gone.
     let child = start_mount(&dir, "t:1", &store, &mnt, &["--read-only"]);
     assert_eq!(sha256_file(&mnt.join("disk.img")), before);
-    assert!(fs::OpenOptions::new().write(true).open(mnt.join("disk.img")).is_err());
+    assert!(fs::OpenOptions::new()
+        .write(true)
+        .open(mnt.join("disk.img"))
+        .is_err());
     stop(child, &mnt);
     let _ = fs::remove_dir_all(&dir);
 }

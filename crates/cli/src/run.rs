@@ -1,0 +1,132 @@
+//! `kindling run`: agent + loop device + ext4 mount + runc, the container
+//! started before its image is downloaded.
+//!
+//! Setup and teardown are a stack of guards, declared in setup order so
+//! they drop in reverse: FUSE mount, loop device, ext4 mount (runc's
+//! container is removed inside `Container::run`). Every path out - the
+//! container's exit, an error at any step, Ctrl-C - unwinds the stack.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use kindling_runtime::{
+    forward_signals, mount_ext4, process_from_image, Container, LoopDevice, RunOptions,
+};
+
+use crate::agent::{open, AgentArgs};
+use crate::origin::runtime;
+
+/// Start a container from an image in the store, loading it on demand.
+///
+/// Serves the image over FUSE (as `kindling mount` does), attaches it to a
+/// loop device, mounts its ext4 filesystem (read-write through the private
+/// copy-on-write overlay, unless --read-only) and runs the image's
+/// entrypoint and cmd - or CMD ARGS... if given, which replace both - with
+/// the image's env, working directory and user, in a runc container with
+/// /proc, /dev, /sys, /tmp and /etc/resolv.conf set up. The container's
+/// stdout and stderr pass through and its exit code is kindling's.
+/// Everything is torn down on exit, on error and on Ctrl-C.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image's name in the store.
+    name: String,
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Write run statistics (cold start, bytes read and fetched, chunks per
+    /// tier) as one JSON object to FILE.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
+    /// The command to run instead of the image's entrypoint and cmd.
+    #[arg(last = true, value_name = "CMD ARGS")]
+    command: Vec<String>,
+}
+
+static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+
+fn check_interrupted() -> Result<()> {
+    anyhow::ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
+    Ok(())
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let start = Instant::now();
+    // Signals: forwarded to the container while it runs; before and after,
+    // they only set a flag, so the guards below still unwind.
+    forward_signals(|_| INTERRUPTED.store(true, Ordering::SeqCst))
+        .context("installing signal handlers")?;
+    let rt = runtime()?;
+    let opened = rt.block_on(open(&args.agent, &args.name))?;
+    check_interrupted()?;
+    let id = format!(
+        "kindling-{}-{}",
+        std::process::id(),
+        start.elapsed().as_nanos() % 1_000_000
+    );
+    let work = tempfile::Builder::new()
+        .prefix("kindling-run-")
+        .tempdir()
+        .context("creating the run directory")?;
+    let fuse_dir = work.path().join("agent");
+    let root_dir = work.path().join("root");
+    std::fs::create_dir_all(&fuse_dir)?;
+    std::fs::create_dir_all(&root_dir)?;
+    let disk = opened.disk.clone();
+    let read_only = args.agent.read_only;
+
+    let fuse = kindling_agent::fuse::mount(disk.clone(), &fuse_dir, rt.handle().clone())
+        .with_context(|| format!("mounting the agent on {}", fuse_dir.display()))?;
+    let image = fuse_dir.join(kindling_agent::fuse::DISK_FILE);
+    let result = (|| -> Result<(i32, Option<Instant>)> {
+        check_interrupted()?;
+        let dev = LoopDevice::attach(&image, read_only).context("attaching a loop device")?;
+        let root = mount_ext4(dev.path(), &root_dir, read_only).context("mounting the image")?;
+        check_interrupted()?;
+        let c = &opened.config;
+        let spec = if args.command.is_empty() {
+            process_from_image(&c.entrypoint, &c.cmd, &c.env, &c.working_dir, &c.user, None)
+        } else {
+            process_from_image(
+                &[],
+                &[],
+                &c.env,
+                &c.working_dir,
+                &c.user,
+                Some(&args.command),
+            )
+        };
+        let opts = RunOptions {
+            read_only_root: read_only,
+            ..RunOptions::default()
+        };
+        let status = Container::run(&id, root.target(), &spec, opts)
+            .with_context(|| format!("running {:?} in {}", spec.args, args.name))?;
+        root.unmount().context("unmounting the image")?;
+        dev.detach().context("detaching the loop device")?;
+        Ok((status.code(), status.first_output()))
+    })();
+    let exited = Instant::now();
+    let unmounted = fuse.unmount().context("unmounting the agent");
+    let (code, first_output) = result?;
+    unmounted?;
+    drop(work);
+    if let Some(path) = &args.stats_json {
+        let s = disk.stats().snapshot();
+        let ms = |t: Instant| t.duration_since(start).as_secs_f64() * 1e3;
+        let v = serde_json::json!({
+            "name": args.name, "manifest": opened.manifest,
+            "cold_start_ms": ms(exited), "first_output_ms": first_output.map(ms),
+            "exit_code": code, "image_bytes": disk.size(),
+            "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
+            "bytes_fetched": s.bytes_fetched, "chunks_origin": s.chunks_origin,
+            "chunks_worker_cache": s.chunks_worker_cache, "chunks_zero": s.chunks_zero,
+            "chunks_memory": s.chunks_memory,
+        });
+        let mut f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        writeln!(f, "{v}").with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(code)
+}
