@@ -108,6 +108,7 @@ pub fn run(args: Args) -> Result<i32> {
         Ok((status.code(), status.first_output()))
     })();
     let exited = Instant::now();
+    wait_for_loop_release(&image);
     let unmounted = fuse.unmount().context("unmounting the agent");
     let (code, first_output) = result?;
     unmounted?;
@@ -129,4 +130,27 @@ pub fn run(args: Args) -> Result<i32> {
         writeln!(f, "{v}").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(code)
+}
+
+/// The kernel lets go of a detached loop device's backing file a moment
+/// after the detach returns (the release runs on a workqueue); unmounting
+/// the agent before then fails with EBUSY. Waits, up to 5 s, until no loop
+/// device names `image`.
+fn wait_for_loop_release(image: &std::path::Path) {
+    let want = image.to_string_lossy();
+    let deadline = Instant::now() + std::time::Duration::from_secs(5);
+    while Instant::now() < deadline {
+        let busy = std::fs::read_dir("/sys/block")
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|e| {
+                std::fs::read_to_string(e.path().join("loop/backing_file"))
+                    .is_ok_and(|b| b.trim_end() == want)
+            });
+        if !busy {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
 }

@@ -73,6 +73,7 @@ fn mount_serves_the_image_and_keeps_writes_private() {
     if !can_mount("mount_serves_the_image_and_keeps_writes_private") {
         return;
     }
+    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
     let dir = scratch("serve");
     let layout = dir.join("layout");
     write_layout(
@@ -140,5 +141,168 @@ fn mount_serves_the_image_and_keeps_writes_private() {
         .open(mnt.join("disk.img"))
         .is_err());
     stop(child, &mnt);
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Run tests check for leaks machine-wide, so they take turns.
+static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// Nothing of a run may outlive it: no FUSE or ext4 mount from a run
+/// directory, no loop device backed by one, no runc state.
+fn assert_no_leaks() {
+    let mounts = fs::read_to_string("/proc/mounts").unwrap();
+    assert!(
+        !mounts
+            .lines()
+            .any(|l| l.contains("kindling-run-") || l.starts_with("kindling ")),
+        "mounts left: {:?}",
+        mounts
+            .lines()
+            .filter(|l| l.contains("kindling"))
+            .collect::<Vec<_>>()
+    );
+    for e in fs::read_dir("/sys/block").unwrap() {
+        let p = e.unwrap().path().join("loop/backing_file");
+        if let Ok(b) = fs::read_to_string(&p) {
+            assert!(
+                !b.contains("kindling-run-"),
+                "loop device left: {}",
+                b.trim()
+            );
+        }
+    }
+    if let Ok(d) = fs::read_dir("/run/kindling/runc") {
+        let left: Vec<_> = d.map(|e| e.unwrap().file_name()).collect();
+        assert!(left.is_empty(), "runc state left: {left:?}");
+    }
+}
+
+/// Every corpus image runs lazily and prints what it printed when it was
+/// built, fetching only part of the image.
+#[test]
+fn corpus_images_run_lazily() {
+    if !can_mount("corpus_images_run_lazily") {
+        return;
+    }
+    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(corpus) = corpus_dir("corpus_images_run_lazily") else {
+        return;
+    };
+    let json: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(corpus.join("corpus.json")).unwrap()).unwrap();
+    let dir = scratch("run-corpus");
+    let store = dir.join("store");
+    for image in json["images"].as_array().unwrap() {
+        let name = image["name"].as_str().unwrap();
+        run_ok(
+            kindling_in(&dir)
+                .arg("push")
+                .arg(corpus.join("images").join(name))
+                .args(["--name", name, "--store"])
+                .arg(&store),
+        );
+        let startup: Vec<String> = image["startup"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect();
+        let stats = dir.join(format!("{name}.json"));
+        let out = output(
+            kindling_in(&dir)
+                .args(["run", name, "--store"])
+                .arg(&store)
+                .arg("--stats-json")
+                .arg(&stats)
+                .arg("--")
+                .args(&startup),
+        );
+        assert!(out.status.success(), "{name}: run failed\n{}", show(&out));
+        let expected =
+            fs::read_to_string(corpus.join("startup").join(format!("{name}.out"))).unwrap();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            expected,
+            "{name}: output differs"
+        );
+        let s: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&stats).unwrap()).unwrap();
+        for k in [
+            "cold_start_ms",
+            "first_output_ms",
+            "image_bytes",
+            "bytes_read",
+            "bytes_fetched",
+            "chunks_origin",
+            "chunks_worker_cache",
+            "chunks_zero",
+        ] {
+            assert!(s.get(k).is_some(), "{name}: stats lack {k}: {s}");
+        }
+        let fetched = s["bytes_fetched"].as_f64().unwrap();
+        let size = s["image_bytes"].as_f64().unwrap();
+        assert!(fetched > 0.0 && fetched < size, "{name}: {s}");
+        eprintln!("{name}: {s}");
+        assert_no_leaks();
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
+/// Exit codes pass through; a failing command and a missing image unwind
+/// everything.
+#[test]
+fn run_passes_exit_codes_and_cleans_up_on_errors() {
+    if !can_mount("run_passes_exit_codes_and_cleans_up_on_errors") {
+        return;
+    }
+    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(corpus) = corpus_dir("run_passes_exit_codes_and_cleans_up_on_errors") else {
+        return;
+    };
+    let dir = scratch("run-exit");
+    let store = dir.join("store");
+    run_ok(
+        kindling_in(&dir)
+            .arg("push")
+            .arg(corpus.join("images/debian-slim"))
+            .args(["--name", "deb", "--store"])
+            .arg(&store),
+    );
+    let run = |args: &[&str]| {
+        output(
+            kindling_in(&dir)
+                .args(["run", "deb", "--store"])
+                .arg(&store)
+                .args(args),
+        )
+    };
+    let o = run(&["--", "sh", "-c", "echo out; echo err >&2; exit 7"]);
+    assert_eq!(o.status.code(), Some(7), "{}", show(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
+    assert!(String::from_utf8_lossy(&o.stderr).contains("err\n"));
+    assert_no_leaks();
+    // Writes work on the overlay, and are gone in the next run.
+    let o = run(&["--", "sh", "-c", "echo data > /etc/new && cat /etc/new"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "data\n", "{}", show(&o));
+    let o = run(&["--", "cat", "/etc/new"]);
+    assert!(!o.status.success());
+    // --read-only refuses writes.
+    let o = run(&["--read-only", "--", "sh", "-c", "echo x > /etc/new"]);
+    assert!(!o.status.success(), "{}", show(&o));
+    // A command that does not exist: an error, nothing left behind.
+    let o = run(&["--", "/no/such/binary"]);
+    assert!(!o.status.success());
+    assert_no_leaks();
+    let o = output(
+        kindling_in(&dir)
+            .args(["run", "nope", "--store"])
+            .arg(&store),
+    );
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("no image named"),
+        "{}",
+        show(&o)
+    );
+    assert_no_leaks();
     let _ = fs::remove_dir_all(&dir);
 }

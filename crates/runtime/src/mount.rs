@@ -1,0 +1,98 @@
+//! Mounting the image's ext4 filesystem from its loop device.
+
+use std::ffi::CString;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::RuntimeError;
+
+/// A mounted filesystem, unmounted on drop (plainly, or detached lazily if
+/// something still uses it).
+#[derive(Debug)]
+pub struct Mounted {
+    target: PathBuf,
+    mounted: bool,
+}
+
+/// Mounts the ext4 filesystem on `dev` at `target` (an existing directory).
+///
+/// Mounted `noatime`: on an image served on demand, an atime update turns
+/// every first read of a file into an inode write to the agent's overlay.
+pub fn mount_ext4(dev: &Path, target: &Path, read_only: bool) -> Result<Mounted, RuntimeError> {
+    let err = |source| RuntimeError::Mount {
+        dev: dev.to_owned(),
+        target: target.to_owned(),
+        source,
+    };
+    let c_dev = c_path(dev).map_err(err)?;
+    let c_target = c_path(target).map_err(err)?;
+    let mut flags = libc::MS_NOATIME;
+    if read_only {
+        flags |= libc::MS_RDONLY;
+    }
+    // SAFETY: all pointers are valid NUL-terminated strings (or null for
+    // data) for the duration of the call.
+    let r = unsafe {
+        libc::mount(
+            c_dev.as_ptr(),
+            c_target.as_ptr(),
+            c"ext4".as_ptr(),
+            flags,
+            std::ptr::null(),
+        )
+    };
+    if r < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(Mounted {
+        target: target.to_owned(),
+        mounted: true,
+    })
+}
+
+impl Mounted {
+    /// Where the filesystem is mounted.
+    pub fn target(&self) -> &Path {
+        &self.target
+    }
+
+    /// Unmounts now; falls back to a lazy (MNT_DETACH) unmount if the
+    /// filesystem is busy.
+    pub fn unmount(mut self) -> Result<(), RuntimeError> {
+        self.umount().map_err(|source| RuntimeError::Unmount {
+            target: self.target.clone(),
+            source,
+        })
+    }
+
+    fn umount(&mut self) -> io::Result<()> {
+        if !std::mem::take(&mut self.mounted) {
+            return Ok(());
+        }
+        let c_target = c_path(&self.target)?;
+        // SAFETY: c_target is a valid NUL-terminated string.
+        if unsafe { libc::umount2(c_target.as_ptr(), 0) } == 0 {
+            return Ok(());
+        }
+        let first = io::Error::last_os_error();
+        if first.raw_os_error() != Some(libc::EBUSY) {
+            return Err(first);
+        }
+        // SAFETY: as above.
+        if unsafe { libc::umount2(c_target.as_ptr(), libc::MNT_DETACH) } == 0 {
+            return Ok(());
+        }
+        Err(io::Error::last_os_error())
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        let _ = self.umount();
+    }
+}
+
+fn c_path(path: &Path) -> io::Result<CString> {
+    CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))
+}
