@@ -27,5 +27,5 @@ pub use disk::Disk;
 pub use error::AgentError;
 pub use overlay::{Overlay, PAGE_SIZE};
 pub use reader::{ImageReader, ReaderOptions};
-pub use source::{ChunkSource, Fetched, Origin, SourceError, Tier};
+pub use source::{ChunkSource, Fetched, Origin, SourceError, Tier, WorkerCached};
 pub use stats::{Stats, StatsSnapshot};

@@ -62,3 +62,46 @@ impl ChunkSource for Origin {
         })
     }
 }
+
+/// The worker-local cache in front of another tier: a miss fills the
+/// cache from `next`, once across every agent on the machine.
+#[derive(Debug, Clone)]
+pub struct WorkerCached {
+    cache: kindling_cache::WorkerCache,
+    next: Arc<dyn ChunkSource>,
+}
+
+impl WorkerCached {
+    pub fn new(cache: kindling_cache::WorkerCache, next: Arc<dyn ChunkSource>) -> WorkerCached {
+        WorkerCached { cache, next }
+    }
+
+    pub fn cache(&self) -> &kindling_cache::WorkerCache {
+        &self.cache
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkSource for WorkerCached {
+    async fn fetch(&self, name: &ChunkName) -> Result<Fetched, SourceError> {
+        let next = self.next.clone();
+        let below = std::sync::Mutex::new(None);
+        let (bytes, hit) = self
+            .cache
+            .get_or_fill(name, || async {
+                let f = next.fetch(name).await?;
+                *below.lock().unwrap_or_else(|p| p.into_inner()) = Some(f.tier);
+                Ok::<_, SourceError>(f.bytes)
+            })
+            .await
+            .map_err(|e| SourceError::Cache(Box::new(e)))?;
+        let tier = match hit {
+            kindling_cache::Hit::Filled => below
+                .into_inner()
+                .unwrap_or_else(|p| p.into_inner())
+                .unwrap_or(Tier::Origin),
+            _ => Tier::WorkerCache,
+        };
+        Ok(Fetched { bytes, tier })
+    }
+}

@@ -5,7 +5,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use kindling_agent::{Disk, ImageReader, Origin, Overlay, ReaderOptions, Stats};
+use kindling_agent::{
+    ChunkSource, Disk, ImageReader, Origin, Overlay, ReaderOptions, Stats, WorkerCached,
+};
+use kindling_cache::{CacheOptions, WorkerCache};
 use kindling_chunk::RunConfig;
 
 use crate::origin::{interruptible, runtime, KeyArgs, StoreArgs};
@@ -25,6 +28,32 @@ pub struct AgentArgs {
     /// [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     pub overlay_dir: Option<PathBuf>,
+    /// The worker cache: one directory shared by every agent on the
+    /// machine (ciphertext chunks) [default: $XDG_CACHE_HOME/kindling/chunks,
+    /// else ~/.cache/kindling/chunks].
+    #[arg(long, env = "KINDLING_CACHE_DIR", value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Bound of the worker cache's disk tier.
+    #[arg(long, default_value = "10GiB", value_parser = crate::size::parse_size)]
+    pub cache_size: u64,
+    /// This agent's in-memory tier of hot chunks (part of its memory
+    /// budget).
+    #[arg(long, default_value = "16MiB", value_parser = crate::size::parse_size)]
+    pub cache_memory: u64,
+    /// Read from the origin directly, without the worker cache.
+    #[arg(long)]
+    pub no_cache: bool,
+}
+
+/// `$XDG_CACHE_HOME/kindling/chunks`, else `~/.cache/kindling/chunks`.
+fn default_cache_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("XDG_CACHE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("kindling/chunks");
+    }
+    std::env::var_os("HOME")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("."))
+        .join(".cache/kindling/chunks")
 }
 
 /// An opened image, ready to serve.
@@ -44,7 +73,20 @@ pub async fn open(args: &AgentArgs, name: &str) -> Result<Opened> {
         .await
         .with_context(|| format!("opening {name} in {}", args.store.url()))?;
     let config = manifest.config.clone();
-    let source = Arc::new(Origin::new(repo.store().clone()));
+    let origin: Arc<dyn ChunkSource> = Arc::new(Origin::new(repo.store().clone()));
+    let source = if args.no_cache {
+        origin
+    } else {
+        let dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
+        let opts = CacheOptions {
+            disk_bytes: args.cache_size,
+            memory_bytes: args.cache_memory,
+            ..CacheOptions::default()
+        };
+        let cache = WorkerCache::open(&dir, opts)
+            .with_context(|| format!("opening the worker cache {}", dir.display()))?;
+        Arc::new(WorkerCached::new(cache, origin)) as Arc<dyn ChunkSource>
+    };
     let size = manifest.image_bytes;
     let reader = ImageReader::new(
         Arc::new(manifest),

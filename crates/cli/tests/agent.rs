@@ -26,6 +26,8 @@ fn scratch(test: &str) -> PathBuf {
 fn kindling_in(data: &Path) -> Command {
     let mut c = kindling();
     c.env("XDG_DATA_HOME", data)
+        .env("XDG_CACHE_HOME", data.join("xdg-cache"))
+        .env_remove("KINDLING_CACHE_DIR")
         .env_remove("KINDLING_STORE")
         .env_remove("KINDLING_KEY_FILE");
     c
@@ -304,5 +306,122 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
         show(&o)
     );
     assert_no_leaks();
+    let _ = fs::remove_dir_all(&dir);
+}
+
+fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = fs::read_dir(&d) else { continue };
+        for e in rd {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if !p.to_string_lossy().contains("/locks/") {
+                out.push((p.clone(), fs::read(&p).unwrap()));
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+/// 16 runs at once share one worker cache: all succeed and every chunk
+/// comes from the origin once. Then a container that writes leaves the
+/// store and the cache as they were.
+#[test]
+fn concurrent_runs_share_the_worker_cache() {
+    if !can_mount("concurrent_runs_share_the_worker_cache") {
+        return;
+    }
+    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(corpus) = corpus_dir("concurrent_runs_share_the_worker_cache") else {
+        return;
+    };
+    let dir = scratch("run-16");
+    let store = dir.join("store");
+    let cache = dir.join("cache");
+    run_ok(
+        kindling_in(&dir)
+            .arg("push")
+            .arg(corpus.join("images/debian-slim"))
+            .args(["--name", "deb", "--store"])
+            .arg(&store),
+    );
+    let children: Vec<_> = (0..16)
+        .map(|i| {
+            kindling_in(&dir)
+                .args(["run", "deb", "--store"])
+                .arg(&store)
+                .arg("--cache-dir")
+                .arg(&cache)
+                .arg("--stats-json")
+                .arg(dir.join(format!("s{i}.json")))
+                .args(["--", "sh", "-c", "ls /usr/bin | wc -l"])
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let mut origin = 0;
+    for (i, c) in children.into_iter().enumerate() {
+        let o = c.wait_with_output().unwrap();
+        assert!(o.status.success(), "run {i}\n{}", show(&o));
+        assert_eq!(String::from_utf8_lossy(&o.stdout), "275\n");
+        let s: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(dir.join(format!("s{i}.json"))).unwrap())
+                .unwrap();
+        origin += s["chunks_origin"].as_u64().unwrap();
+    }
+    let cached = files(&cache)
+        .into_iter()
+        .filter(|(p, _)| p.to_string_lossy().contains("/chunks/"))
+        .count();
+    eprintln!("16 runs: {origin} chunks from the origin, {cached} chunks in the cache");
+    assert!(cached > 0);
+    assert_eq!(
+        origin as usize, cached,
+        "a chunk was fetched from the origin more than once"
+    );
+    assert_no_leaks();
+
+    let before = (files(&store), files(&cache));
+    let o = output(
+        kindling_in(&dir)
+            .args(["run", "deb", "--store"])
+            .arg(&store)
+            .arg("--cache-dir")
+            .arg(&cache)
+            .args(["--", "sh", "-c", "dd if=/dev/urandom of=/var/big bs=1M count=8 2>/dev/null && rm -rf /usr/share/doc && echo done"]),
+    );
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "done\n", "{}", show(&o));
+    let (store_after, cache_after) = (files(&store), files(&cache));
+    assert!(
+        before.0 == store_after,
+        "a container's writes changed the store"
+    );
+    // The run may have read (and so cached) chunks it had not read before;
+    // what was cached stays byte for byte, and every cached file is a
+    // chunk of the store, named by its content.
+    for entry in before
+        .1
+        .iter()
+        .filter(|(p, _)| p.to_string_lossy().contains("/chunks/"))
+    {
+        assert!(cache_after.contains(entry), "{} changed", entry.0.display());
+    }
+    for (path, bytes) in &cache_after {
+        let name = path.file_name().unwrap().to_str().unwrap();
+        if path.to_string_lossy().contains("/chunks/") {
+            assert_eq!(
+                sha256_hex(bytes),
+                name,
+                "{} is not the chunk it is named after",
+                path.display()
+            );
+        }
+    }
     let _ = fs::remove_dir_all(&dir);
 }
