@@ -66,6 +66,16 @@ pub struct Opened {
 
 /// Looks up `name`, opens its manifest and builds the disk.
 pub async fn open(args: &AgentArgs, name: &str) -> Result<Opened> {
+    open_over(args, name, None).await
+}
+
+/// [`open`], with chunk reads from the origin crossing `link` (the
+/// benchmarks' emulated network).
+pub async fn open_over(
+    args: &AgentArgs,
+    name: &str,
+    link: Option<Arc<kindling_store::Link>>,
+) -> Result<Opened> {
     let repo = args.store.repo()?;
     let key = args.key.key()?;
     let (image, manifest) = repo
@@ -73,7 +83,12 @@ pub async fn open(args: &AgentArgs, name: &str) -> Result<Opened> {
         .await
         .with_context(|| format!("opening {name} in {}", args.store.url()))?;
     let config = manifest.config.clone();
-    let origin: Arc<dyn ChunkSource> = Arc::new(Origin::new(repo.store().clone()));
+    let store = match link {
+        Some(link) => Arc::new(kindling_store::Throttled::new(repo.store().clone(), link))
+            as Arc<dyn kindling_store::Store>,
+        None => repo.store().clone(),
+    };
+    let origin: Arc<dyn ChunkSource> = Arc::new(Origin::new(store));
     let source = if args.no_cache {
         origin
     } else {

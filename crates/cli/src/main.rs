@@ -2,6 +2,7 @@
 //! flags into library options and reports errors with context.
 
 mod agent;
+mod bench;
 mod chunks;
 mod demo;
 mod fetch;
@@ -37,6 +38,9 @@ enum Command {
     Ls(inspect::LsArgs),
     Mount(agent::MountArgs),
     Run(run::Args),
+    /// Benchmarks, each against its baseline in the same run.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
     Demo(demo::Args),
     S3Server(s3_server::Args),
 }
@@ -52,6 +56,7 @@ fn main() {
         Command::Inspect(a) => inspect::inspect(a),
         Command::Ls(a) => inspect::ls(a),
         Command::Mount(a) => agent::mount(a),
+        Command::Bench(a) => bench::run(a),
         Command::Run(a) => match run::run(a) {
             Ok(code) => std::process::exit(code),
             Err(e) => Err(e),

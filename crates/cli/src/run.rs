@@ -16,7 +16,7 @@ use kindling_runtime::{
     forward_signals, mount_ext4, process_from_image, Container, LoopDevice, RunOptions,
 };
 
-use crate::agent::{open, AgentArgs};
+use crate::agent::{open, AgentArgs, Opened};
 use crate::origin::runtime;
 
 /// Start a container from an image in the store, loading it on demand.
@@ -51,32 +51,41 @@ fn check_interrupted() -> Result<()> {
     Ok(())
 }
 
-pub fn run(args: Args) -> Result<i32> {
-    let start = Instant::now();
-    // Signals: forwarded to the container while it runs; before and after,
-    // they only set a flag, so the guards below still unwind.
-    forward_signals(|_| INTERRUPTED.store(true, Ordering::SeqCst))
-        .context("installing signal handlers")?;
-    let rt = runtime()?;
-    let opened = rt.block_on(open(&args.agent, &args.name))?;
-    check_interrupted()?;
-    let id = format!(
-        "kindling-{}-{}",
-        std::process::id(),
-        start.elapsed().as_nanos() % 1_000_000
-    );
+/// How a container run ended.
+#[derive(Debug)]
+pub struct Ran {
+    pub code: i32,
+    pub first_output: Option<Instant>,
+    pub exited: Instant,
+}
+
+/// Serves `opened` over FUSE in `work`, mounts it through a loop device and
+/// runs `command` (or the image's own) in a container; tears it all down.
+pub fn run_opened(
+    opened: &Opened,
+    rt: &tokio::runtime::Runtime,
+    read_only: bool,
+    command: &[String],
+    stdout: Option<Box<dyn Write + Send>>,
+) -> Result<Ran> {
     let work = tempfile::Builder::new()
         .prefix("kindling-run-")
         .tempdir()
         .context("creating the run directory")?;
+    let id = format!(
+        "kindling-{}-{}",
+        std::process::id(),
+        work.path()
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("run")
+            .trim_start_matches("kindling-run-")
+    );
     let fuse_dir = work.path().join("agent");
     let root_dir = work.path().join("root");
     std::fs::create_dir_all(&fuse_dir)?;
     std::fs::create_dir_all(&root_dir)?;
-    let disk = opened.disk.clone();
-    let read_only = args.agent.read_only;
-
-    let fuse = kindling_agent::fuse::mount(disk.clone(), &fuse_dir, rt.handle().clone())
+    let fuse = kindling_agent::fuse::mount(opened.disk.clone(), &fuse_dir, rt.handle().clone())
         .with_context(|| format!("mounting the agent on {}", fuse_dir.display()))?;
     let image = fuse_dir.join(kindling_agent::fuse::DISK_FILE);
     let result = (|| -> Result<(i32, Option<Instant>)> {
@@ -85,24 +94,18 @@ pub fn run(args: Args) -> Result<i32> {
         let root = mount_ext4(dev.path(), &root_dir, read_only).context("mounting the image")?;
         check_interrupted()?;
         let c = &opened.config;
-        let spec = if args.command.is_empty() {
+        let spec = if command.is_empty() {
             process_from_image(&c.entrypoint, &c.cmd, &c.env, &c.working_dir, &c.user, None)
         } else {
-            process_from_image(
-                &[],
-                &[],
-                &c.env,
-                &c.working_dir,
-                &c.user,
-                Some(&args.command),
-            )
+            process_from_image(&[], &[], &c.env, &c.working_dir, &c.user, Some(command))
         };
         let opts = RunOptions {
             read_only_root: read_only,
+            stdout,
             ..RunOptions::default()
         };
         let status = Container::run(&id, root.target(), &spec, opts)
-            .with_context(|| format!("running {:?} in {}", spec.args, args.name))?;
+            .with_context(|| format!("running {:?}", spec.args))?;
         root.unmount().context("unmounting the image")?;
         dev.detach().context("detaching the loop device")?;
         Ok((status.code(), status.first_output()))
@@ -113,6 +116,33 @@ pub fn run(args: Args) -> Result<i32> {
     let (code, first_output) = result?;
     unmounted?;
     drop(work);
+    Ok(Ran {
+        code,
+        first_output,
+        exited,
+    })
+}
+
+/// Installs the signal handling `run_opened` expects: signals reach the
+/// container while one runs; otherwise they only set a flag, so every
+/// guard still unwinds.
+pub fn install_signals() -> Result<()> {
+    forward_signals(|_| INTERRUPTED.store(true, Ordering::SeqCst))
+        .context("installing signal handlers")
+}
+
+pub fn run(args: Args) -> Result<i32> {
+    let start = Instant::now();
+    install_signals()?;
+    let rt = runtime()?;
+    let opened = rt
+        .block_on(open(&args.agent, &args.name))
+        .with_context(|| format!("running {}", args.name))?;
+    check_interrupted()?;
+    let disk = opened.disk.clone();
+    let ran = run_opened(&opened, &rt, args.agent.read_only, &args.command, None)
+        .with_context(|| format!("running {}", args.name))?;
+    let (code, first_output, exited) = (ran.code, ran.first_output, ran.exited);
     if let Some(path) = &args.stats_json {
         let s = disk.stats().snapshot();
         let ms = |t: Instant| t.duration_since(start).as_secs_f64() * 1e3;
@@ -131,7 +161,6 @@ pub fn run(args: Args) -> Result<i32> {
     }
     Ok(code)
 }
-
 /// The kernel lets go of a detached loop device's backing file a moment
 /// after the detach returns (the release runs on a workqueue); unmounting
 /// the agent before then fails with EBUSY. Waits, up to 5 s, until no loop

@@ -41,6 +41,7 @@ mod retry;
 mod s3;
 #[cfg(feature = "s3-server")]
 mod s3_server;
+mod throttled;
 mod url;
 
 pub use error::{Op, StoreError};
@@ -51,6 +52,7 @@ pub use retry::{RetryPolicy, Retrying};
 pub use s3::{S3Options, S3Store};
 #[cfg(feature = "s3-server")]
 pub use s3_server::S3Server;
+pub use throttled::{Link, LinkReader, Throttled};
 pub use url::{open, open_with};
 
 /// An origin object store: whole objects under validated keys.

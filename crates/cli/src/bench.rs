@@ -1,0 +1,249 @@
+//! `kindling bench coldstart`: the cold-start benchmark (issue 4), every
+//! variant measured side by side, interleaved, in one process.
+//!
+//! (a) pull and unpack: each layer blob read over the emulated link,
+//!     decompressed and untarred (GNU tar) into a fresh directory, then
+//!     the command run there with runc;
+//! (b) lazy, worker cache cold: `kindling run`'s path with a new, empty
+//!     cache directory, chunks from the origin over the same link;
+//! (c) lazy, worker cache warm: the same with a cache filled by an
+//!     earlier run;
+//! (d) the floor: the command run with runc on the directory (a)
+//!     unpacked, page cache warm.
+//! Times run from the start of each variant to the container's exit.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use kindling_oci::{Compression, Image};
+use kindling_runtime::{process_from_image, Container, RunOptions};
+use kindling_store::Link;
+
+use crate::agent::{open_over, AgentArgs};
+use crate::origin::runtime;
+use crate::run::{install_signals, run_opened};
+use crate::size::parse_size;
+
+#[derive(Debug, clap::Subcommand)]
+pub enum BenchCommand {
+    Coldstart(ColdstartArgs),
+}
+
+/// Cold start: pull-and-unpack vs lazy (cache cold and warm) vs a local rootfs.
+///
+/// The image is pushed to the store as NAME first if the store lacks it.
+/// The origin's emulated network (per-request latency, shared bandwidth)
+/// applies equally to the layer blobs of (a) and the chunks of (b).
+/// Prints one JSON object with the medians, tails and ratios.
+#[derive(Debug, clap::Args)]
+pub struct ColdstartArgs {
+    /// The OCI image layout (DIR or DIR:REF) to pull from and push.
+    #[arg(long)]
+    source: String,
+    /// Its name in the store.
+    #[arg(long)]
+    name: String,
+    #[command(flatten)]
+    agent: AgentArgs,
+    /// Rounds; each runs every variant once.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// Per-request latency of the origin (the paper's S3 median: 36 ms).
+    #[arg(long, default_value = "36ms", value_parser = parse_duration)]
+    latency: Duration,
+    /// Origin bandwidth, bits per second (0: unlimited).
+    #[arg(long, default_value = "1000000000", value_parser = parse_size)]
+    bandwidth: u64,
+    /// The command to run (default: the image's entrypoint and cmd).
+    #[arg(last = true)]
+    command: Vec<String>,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .map_or((s, "ms"), |i| s.split_at(i));
+    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
+    let secs = match unit {
+        "us" => v / 1e6,
+        "ms" => v / 1e3,
+        "s" => v,
+        _ => return Err(format!("bad duration unit in {s:?} (us, ms or s)")),
+    };
+    Ok(Duration::from_secs_f64(secs))
+}
+
+pub fn run(cmd: BenchCommand) -> Result<()> {
+    match cmd {
+        BenchCommand::Coldstart(a) => coldstart(a),
+    }
+}
+
+/// Counts output bytes and drops them.
+struct Sink;
+impl Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn blob_path(layout: &str, digest: &str) -> PathBuf {
+    let dir = layout
+        .rsplit_once(':')
+        .filter(|(d, _)| Path::new(d).is_dir())
+        .map_or(layout, |(d, _)| d);
+    let (algo, hex) = digest.split_once(':').unwrap_or(("sha256", digest));
+    Path::new(dir).join("blobs").join(algo).join(hex)
+}
+
+/// (a): download over `link`, decompress, untar into `dir`.
+fn pull_and_unpack(image: &Image, layout: &str, dir: &Path, link: &Arc<Link>) -> Result<()> {
+    std::fs::create_dir_all(dir)?;
+    for layer in &image.layers {
+        let path = blob_path(layout, &layer.digest.to_string());
+        let file =
+            std::fs::File::open(&path).with_context(|| format!("opening {}", path.display()))?;
+        let net = std::io::BufReader::with_capacity(256 << 10, link.reader(file));
+        let mut tar_in: Box<dyn Read> = match layer.compression {
+            Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(net)),
+            Compression::Zstd => Box::new(zstd::stream::read::Decoder::new(net)?),
+            Compression::None => Box::new(net),
+        };
+        let mut tar = Command::new("tar")
+            .args(["-x", "--numeric-owner", "-f", "-", "-C"])
+            .arg(dir)
+            .stdin(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting tar")?;
+        let mut stdin = tar.stdin.take().context("tar stdin")?;
+        std::io::copy(&mut tar_in, &mut stdin).context("unpacking a layer")?;
+        drop(stdin);
+        // GNU tar knows no whiteouts and complains about some layers; the
+        // baseline goes on, as a naive unpacker would.
+        let _ = tar.wait();
+    }
+    Ok(())
+}
+
+fn run_dir(image: &Image, rootfs: &Path, command: &[String], id: &str) -> Result<i32> {
+    let c = &image.config;
+    let spec = if command.is_empty() {
+        process_from_image(&c.entrypoint, &c.cmd, &c.env, &c.working_dir, &c.user, None)
+    } else {
+        process_from_image(&[], &[], &c.env, &c.working_dir, &c.user, Some(command))
+    };
+    let opts = RunOptions {
+        stdout: Some(Box::new(Sink)),
+        ..RunOptions::default()
+    };
+    Ok(Container::run(id, rootfs, &spec, opts)?.code())
+}
+
+fn stats(mut v: Vec<f64>) -> serde_json::Value {
+    v.sort_by(f64::total_cmp);
+    let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
+    serde_json::json!({ "median_ms": q(0.5), "p90_ms": q(0.9), "max_ms": q(1.0), "runs": v })
+}
+
+fn coldstart(args: ColdstartArgs) -> Result<()> {
+    install_signals()?;
+    let rt = runtime()?;
+    let repo = args.agent.store.repo()?;
+    let key = args.agent.key.key()?;
+    let image = Image::open(&args.source).with_context(|| format!("opening {}", args.source))?;
+    if rt.block_on(repo.image(&args.name)).is_err() {
+        let img = Image::open(&args.source)?;
+        rt.block_on(kindling_repo::push(
+            &repo,
+            img,
+            &args.name,
+            &key,
+            &Default::default(),
+        ))
+        .context("pushing the image")?;
+    }
+    let link = Link::new(args.latency, args.bandwidth as f64 / 8.0);
+    let work = tempfile::Builder::new()
+        .prefix("kindling-bench-")
+        .tempdir_in("/var/tmp")?;
+    let mut agent = args.agent.clone();
+    agent.no_cache = false;
+
+    // Warm cache for (c): one untimed run.
+    agent.cache_dir = Some(work.path().join("cache-warm"));
+    let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
+    run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+    let image_bytes = opened.disk.size();
+
+    let (mut a, mut b, mut c, mut d, mut fetched) = (vec![], vec![], vec![], vec![], vec![]);
+    for r in 0..args.runs {
+        let rootfs = work.path().join(format!("rootfs-{r}"));
+        let t = Instant::now();
+        pull_and_unpack(&image, &args.source, &rootfs, &link)?;
+        let code = run_dir(
+            &image,
+            &rootfs,
+            &args.command,
+            &format!("kb-a-{}-{r}", std::process::id()),
+        )?;
+        a.push(t.elapsed().as_secs_f64() * 1e3);
+        if code != 0 {
+            bail!("(a) exited with {code}");
+        }
+
+        agent.cache_dir = Some(work.path().join(format!("cache-cold-{r}")));
+        let t = Instant::now();
+        let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
+        let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+        b.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
+        fetched.push(opened.disk.stats().snapshot().bytes_fetched);
+        if ran.code != 0 {
+            bail!("(b) exited with {}", ran.code);
+        }
+
+        agent.cache_dir = Some(work.path().join("cache-warm"));
+        let t = Instant::now();
+        let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
+        let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+        c.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
+
+        let t = Instant::now();
+        run_dir(
+            &image,
+            &rootfs,
+            &args.command,
+            &format!("kb-d-{}-{r}", std::process::id()),
+        )?;
+        d.push(t.elapsed().as_secs_f64() * 1e3);
+        std::fs::remove_dir_all(&rootfs).ok();
+        std::fs::remove_dir_all(work.path().join(format!("cache-cold-{r}"))).ok();
+    }
+    let med = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let fetched_med = {
+        let mut f = fetched.clone();
+        f.sort();
+        f[f.len() / 2]
+    };
+    let v = serde_json::json!({
+        "name": args.name, "latency_ms": args.latency.as_secs_f64() * 1e3,
+        "bandwidth_bps": args.bandwidth, "image_bytes": image_bytes,
+        "a_pull_unpack": stats(a.clone()), "b_lazy_cold": stats(b.clone()),
+        "c_lazy_warm": stats(c.clone()), "d_local_rootfs": stats(d.clone()),
+        "b_over_a": med(&b) / med(&a), "b_over_d": med(&b) / med(&d), "c_over_d": med(&c) / med(&d),
+        "bytes_fetched_b": fetched_med, "fetched_share": fetched_med as f64 / image_bytes as f64,
+    });
+    println!("{v}");
+    Ok(())
+}
