@@ -9,7 +9,7 @@ use crate::reader::ImageReader;
 
 #[derive(Debug)]
 pub struct Disk {
-    reader: ImageReader,
+    reader: Arc<ImageReader>,
     /// `None`: a read-only disk.
     overlay: Option<Overlay>,
     /// Serialises writes: a partial-page write reads the page, merges and
@@ -19,7 +19,8 @@ pub struct Disk {
 }
 
 impl Disk {
-    pub fn new(reader: ImageReader, overlay: Option<Overlay>) -> Disk {
+    pub fn new(reader: impl Into<Arc<ImageReader>>, overlay: Option<Overlay>) -> Disk {
+        let reader = reader.into();
         Disk {
             reader,
             overlay,

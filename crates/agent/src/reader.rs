@@ -137,17 +137,7 @@ impl ImageReader {
                         format!("{} bytes, expected {expected}", fetched.bytes.len()).into(),
                     ));
                 }
-                match fetched.tier {
-                    Tier::Origin => {
-                        self.stats.chunks_origin.fetch_add(1, Relaxed);
-                        self.stats
-                            .bytes_fetched
-                            .fetch_add(fetched.bytes.len() as u64, Relaxed);
-                    }
-                    Tier::WorkerCache => {
-                        self.stats.chunks_worker_cache.fetch_add(1, Relaxed);
-                    }
-                }
+                self.count(fetched.tier, fetched.bytes.len());
                 let mut plain = fetched.bytes.to_vec();
                 cipher::decrypt_in_place(&key, &mut plain);
                 Ok(Plain::from(plain))
@@ -179,6 +169,56 @@ impl ImageReader {
                     name: name.to_hex(),
                     source: Box::new(e),
                 })
+            }
+        }
+    }
+}
+
+impl ImageReader {
+    /// Starts fetching every stored chunk that `ranges` touch, `concurrency`
+    /// at a time, in the background, into the tiers below (the worker
+    /// cache keeps them; reads then find them there, or join the fetch in
+    /// flight). Origin fetches count in the stats like any other.
+    pub fn prefetch(self: &Arc<Self>, ranges: &[[u64; 2]], concurrency: usize) {
+        let cs = self.manifest.chunk_size;
+        let mut indices: Vec<usize> = ranges
+            .iter()
+            .filter(|[_, len]| *len > 0)
+            .flat_map(|[off, len]| (off / cs)..=((off + len - 1) / cs))
+            .map(|i| i as usize)
+            .filter(|&i| matches!(self.manifest.chunks.get(i), Some(ChunkEntry::Stored { .. })))
+            .collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let this = self.clone();
+        tokio::spawn(async move {
+            use futures_util::stream::{self, StreamExt};
+            stream::iter(indices)
+                .for_each_concurrent(concurrency.max(1), |i| {
+                    let this = this.clone();
+                    async move {
+                        let Some(ChunkEntry::Stored { name, .. }) = this.manifest.chunks.get(i)
+                        else {
+                            return;
+                        };
+                        // Errors are left for the read that needs the chunk.
+                        if let Ok(f) = this.source.fetch(name).await {
+                            this.count(f.tier, f.bytes.len());
+                        }
+                    }
+                })
+                .await;
+        });
+    }
+
+    fn count(&self, tier: Tier, len: usize) {
+        match tier {
+            Tier::Origin => {
+                self.stats.chunks_origin.fetch_add(1, Relaxed);
+                self.stats.bytes_fetched.fetch_add(len as u64, Relaxed);
+            }
+            Tier::WorkerCache => {
+                self.stats.chunks_worker_cache.fetch_add(1, Relaxed);
             }
         }
     }

@@ -54,6 +54,10 @@ pub struct RunConfig {
     pub os: String,
     /// The OCI image this was built from: its manifest digest.
     pub source: String,
+    /// Byte ranges `[offset, length]` every start reads (the superblock's
+    /// chunk, the metadata region): agents fetch them first, in parallel,
+    /// instead of one dependent round trip at a time.
+    pub hot_ranges: Vec<[u64; 2]>,
 }
 
 /// One chunk of the image.

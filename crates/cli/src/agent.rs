@@ -103,6 +103,7 @@ pub async fn open_over(
         Arc::new(WorkerCached::new(cache, origin)) as Arc<dyn ChunkSource>
     };
     let size = manifest.image_bytes;
+    let hot = manifest.config.hot_ranges.clone();
     let reader = ImageReader::new(
         Arc::new(manifest),
         source,
@@ -118,6 +119,12 @@ pub async fn open_over(
                 .with_context(|| format!("creating the overlay file in {}", dir.display()))?,
         )
     };
+    let reader = Arc::new(reader);
+    if !args.no_cache {
+        // Without the worker cache there is nowhere to keep prefetched
+        // chunks.
+        reader.prefetch(&hot, 16);
+    }
     Ok(Opened {
         disk: Arc::new(Disk::new(reader, overlay)),
         config,

@@ -31,6 +31,8 @@ fn scratch(test: &str) -> PathBuf {
 fn kindling_in(data: &Path) -> Command {
     let mut c = kindling();
     c.env("XDG_DATA_HOME", data)
+        .env("XDG_CACHE_HOME", data.join("xdg-cache"))
+        .env_remove("KINDLING_CACHE_DIR")
         .env_remove("KINDLING_STORE")
         .env_remove("KINDLING_KEY_FILE");
     c
@@ -379,6 +381,13 @@ fn the_demo_pushes_and_fetches_the_sample() {
         .join("kindling/store/images/kindling-demo:latest")
         .is_file());
     assert!(dir.join("kindling/tenant.key").is_file());
+    if is_root() {
+        assert!(
+            first.contains("hello from a lazily loaded container"),
+            "{first}"
+        );
+        assert!(first.contains("container exited 0"), "{first}");
+    }
     let second = run_ok(kindling_in(&dir).arg("demo"));
     assert!(second.contains(" 0 uploaded (0 B)"), "{second}");
     let _ = fs::remove_dir_all(&dir);

@@ -170,6 +170,7 @@ pub async fn push(
             .as_ref()
             .unwrap_or(&image.config_digest)
             .to_string(),
+        hot_ranges: Vec::new(),
     };
 
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<SealedChunk>(4);
@@ -275,6 +276,8 @@ pub async fn push(
             "internal error: a chunk of the image was never processed",
         )));
     }
+    let mut config = config;
+    config.hot_ranges = vec![[0, cs], [flatten.metadata_offset, flatten.metadata_bytes]];
     let manifest = Manifest {
         image_bytes,
         chunk_size: cs,

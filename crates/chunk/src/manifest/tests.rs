@@ -45,6 +45,7 @@ fn arb_manifest() -> impl Strategy<Value = Manifest> {
                     architecture: "amd64".into(),
                     os: "linux".into(),
                     source: "sha256:00".into(),
+                    hot_ranges: vec![[0, 4096], [1 << 20, 1 << 16]],
                 },
             },
         )
