@@ -39,6 +39,10 @@ type Plain = Arc<[u8]>;
 
 #[derive(Debug, Default)]
 struct State {
+    /// Stored chunks in the order they were first read, and a bitmap of
+    /// which were: this start's trace.
+    trace: Vec<u32>,
+    traced: std::collections::HashSet<usize>,
     /// Most recently used last.
     lru: VecDeque<(usize, Plain)>,
     inflight: HashMap<usize, Arc<OnceCell<Plain>>>,
@@ -118,6 +122,9 @@ impl ImageReader {
         };
         let cell = {
             let mut s = self.lock();
+            if s.traced.insert(index) {
+                s.trace.push(index as u32);
+            }
             if let Some(pos) = s.lru.iter().position(|(i, _)| *i == index) {
                 let hit = s.lru.remove(pos).map(|(_, p)| p);
                 if let Some(p) = hit {
@@ -186,10 +193,19 @@ impl ImageReader {
             .filter(|[_, len]| *len > 0)
             .flat_map(|[off, len]| (off / cs)..=((off + len - 1) / cs))
             .map(|i| i as usize)
-            .filter(|&i| matches!(self.manifest.chunks.get(i), Some(ChunkEntry::Stored { .. })))
             .collect();
         indices.sort_unstable();
         indices.dedup();
+        self.prefetch_chunks(indices, concurrency);
+    }
+
+    /// Like [`ImageReader::prefetch`], for chunk indices, in the given
+    /// order (a startup trace's).
+    pub fn prefetch_chunks(self: &Arc<Self>, indices: Vec<usize>, concurrency: usize) {
+        let indices: Vec<usize> = indices
+            .into_iter()
+            .filter(|&i| matches!(self.manifest.chunks.get(i), Some(ChunkEntry::Stored { .. })))
+            .collect();
         let this = self.clone();
         tokio::spawn(async move {
             use futures_util::stream::{self, StreamExt};
@@ -221,5 +237,12 @@ impl ImageReader {
                 self.stats.chunks_worker_cache.fetch_add(1, Relaxed);
             }
         }
+    }
+}
+
+impl ImageReader {
+    /// The stored chunks read so far, in first-read order.
+    pub fn trace(&self) -> Vec<u32> {
+        self.lock().trace.clone()
     }
 }

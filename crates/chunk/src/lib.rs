@@ -26,6 +26,7 @@ pub mod cipher;
 mod error;
 mod key;
 mod manifest;
+mod trace;
 
 pub use cipher::{ChunkKey, ChunkName, Salt};
 pub use error::{ChunkError, KeyError, ManifestError};
@@ -34,3 +35,4 @@ pub use manifest::{
     ChunkEntry, Manifest, PublicManifest, RunConfig, MANIFEST_MAGIC, MANIFEST_VERSION,
     MAX_IMAGE_BYTES,
 };
+pub use trace::{open_trace, seal_trace, MAX_TRACE_CHUNKS};

@@ -43,6 +43,10 @@ pub struct AgentArgs {
     /// Read from the origin directly, without the worker cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Neither use nor record a startup trace (the chunks an earlier start
+    /// read, prefetched in parallel; stored sealed beside the manifest).
+    #[arg(long)]
+    pub no_trace: bool,
 }
 
 /// `$XDG_CACHE_HOME/kindling/chunks`, else `~/.cache/kindling/chunks`.
@@ -60,8 +64,32 @@ fn default_cache_dir() -> PathBuf {
 #[derive(Debug)]
 pub struct Opened {
     pub disk: Arc<Disk>,
+    pub reader: Arc<ImageReader>,
     pub config: RunConfig,
     pub manifest: String,
+    pub repo: kindling_repo::Repo,
+    pub key: kindling_chunk::TenantKey,
+    /// Record this start's trace when it ends (none was stored).
+    pub record_trace: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Opened {
+    /// Stores this start's trace if the image had none. Best effort: a
+    /// failure costs later starts their prefetch, nothing else.
+    pub async fn save_trace(&self) {
+        if !self.record_trace.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
+        let trace = self.reader.trace();
+        if trace.is_empty() {
+            return;
+        }
+        if let Ok(sealed) = kindling_chunk::seal_trace(&trace, &self.key) {
+            if let Err(e) = self.repo.put_trace(&self.manifest, sealed).await {
+                eprintln!("kindling: warning: storing the startup trace: {e:#}");
+            }
+        }
+    }
 }
 
 /// Looks up `name`, opens its manifest and builds the disk.
@@ -88,6 +116,7 @@ pub async fn open_over(
             as Arc<dyn kindling_store::Store>,
         None => repo.store().clone(),
     };
+    let trace_repo = kindling_repo::Repo::new(store.clone());
     let origin: Arc<dyn ChunkSource> = Arc::new(Origin::new(store));
     let source = if args.no_cache {
         origin
@@ -120,13 +149,41 @@ pub async fn open_over(
         )
     };
     let reader = Arc::new(reader);
+    let record_trace = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if !args.no_cache {
         // Without the worker cache there is nowhere to keep prefetched
         // chunks.
         reader.prefetch(&hot, 16);
+        if !args.no_trace {
+            // The trace is looked up in the background: the start does
+            // not wait for it.
+            let (reader, record, key, repo) = (
+                reader.clone(),
+                record_trace.clone(),
+                key.clone(),
+                trace_repo.clone(),
+            );
+            let manifest = image.manifest.clone();
+            tokio::spawn(async move {
+                match repo.trace(&manifest).await {
+                    Ok(Some(b)) => match kindling_chunk::open_trace(&b, &key) {
+                        Ok(t) => {
+                            reader.prefetch_chunks(t.into_iter().map(|i| i as usize).collect(), 16)
+                        }
+                        Err(e) => eprintln!("kindling: warning: ignoring the startup trace: {e}"),
+                    },
+                    Ok(None) => record.store(true, std::sync::atomic::Ordering::SeqCst),
+                    Err(e) => eprintln!("kindling: warning: reading the startup trace: {e:#}"),
+                }
+            });
+        }
     }
     Ok(Opened {
-        disk: Arc::new(Disk::new(reader, overlay)),
+        disk: Arc::new(Disk::new(reader.clone(), overlay)),
+        reader,
+        repo,
+        key,
+        record_trace,
         config,
         manifest: image.manifest,
     })

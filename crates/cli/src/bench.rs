@@ -6,6 +6,8 @@
 //!     the command run there with runc;
 //! (b) lazy, worker cache cold: `kindling run`'s path with a new, empty
 //!     cache directory, chunks from the origin over the same link;
+//! (b0) the same without a startup trace (each chunk found by a read);
+//!     (b) uses the trace the untimed warm-up start recorded;
 //! (c) lazy, worker cache warm: the same with a cache filled by an
 //!     earlier run;
 //! (d) the floor: the command run with runc on the directory (a)
@@ -181,9 +183,11 @@ fn coldstart(args: ColdstartArgs) -> Result<()> {
     agent.cache_dir = Some(work.path().join("cache-warm"));
     let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
     run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+    rt.block_on(opened.save_trace());
     let image_bytes = opened.disk.size();
 
     let (mut a, mut b, mut c, mut d, mut fetched) = (vec![], vec![], vec![], vec![], vec![]);
+    let (mut b0, mut fetched0) = (vec![], vec![]);
     for r in 0..args.runs {
         let rootfs = work.path().join(format!("rootfs-{r}"));
         let t = Instant::now();
@@ -208,6 +212,17 @@ fn coldstart(args: ColdstartArgs) -> Result<()> {
         if ran.code != 0 {
             bail!("(b) exited with {}", ran.code);
         }
+
+        // (b) without the startup trace: every chunk found by a read.
+        let mut untraced = agent.clone();
+        untraced.no_trace = true;
+        untraced.cache_dir = Some(work.path().join(format!("cache-untraced-{r}")));
+        let t = Instant::now();
+        let opened = rt.block_on(open_over(&untraced, &args.name, Some(link.clone())))?;
+        let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+        b0.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
+        fetched0.push(opened.disk.stats().snapshot().bytes_fetched);
+        std::fs::remove_dir_all(work.path().join(format!("cache-untraced-{r}"))).ok();
 
         agent.cache_dir = Some(work.path().join("cache-warm"));
         let t = Instant::now();
@@ -236,11 +251,18 @@ fn coldstart(args: ColdstartArgs) -> Result<()> {
         f.sort();
         f[f.len() / 2]
     };
+    let fetched0_med = {
+        let mut f = fetched0.clone();
+        f.sort();
+        f[f.len() / 2]
+    };
     let v = serde_json::json!({
         "name": args.name, "latency_ms": args.latency.as_secs_f64() * 1e3,
         "bandwidth_bps": args.bandwidth, "image_bytes": image_bytes,
         "a_pull_unpack": stats(a.clone()), "b_lazy_cold": stats(b.clone()),
         "c_lazy_warm": stats(c.clone()), "d_local_rootfs": stats(d.clone()),
+        "b0_lazy_cold_no_trace": stats(b0.clone()), "b0_over_a": med(&b0) / med(&a),
+        "bytes_fetched_b0": fetched0_med,
         "b_over_a": med(&b) / med(&a), "b_over_d": med(&b) / med(&d), "c_over_d": med(&c) / med(&d),
         "bytes_fetched_b": fetched_med, "fetched_share": fetched_med as f64 / image_bytes as f64,
     });

@@ -299,6 +299,7 @@ fn run_lazily(args: &Args) -> Result<()> {
         cache_size: 1 << 30,
         cache_memory: 16 << 20,
         no_cache: false,
+        no_trace: false,
     };
     crate::run::install_signals()?;
     let rt = crate::origin::runtime()?;

@@ -116,6 +116,7 @@ pub fn run_opened(
     let (code, first_output) = result?;
     unmounted?;
     drop(work);
+    rt.block_on(opened.save_trace());
     Ok(Ran {
         code,
         first_output,

@@ -283,6 +283,9 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
     assert!(String::from_utf8_lossy(&o.stderr).contains("err\n"));
     assert_no_leaks();
+    // The first start recorded its (sealed) trace for later starts.
+    let traces: Vec<_> = fs::read_dir(store.join("traces")).unwrap().collect();
+    assert_eq!(traces.len(), 1);
     // Writes work on the overlay, and are gone in the next run.
     let o = run(&["--", "sh", "-c", "echo data > /etc/new && cat /etc/new"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "data\n", "{}", show(&o));

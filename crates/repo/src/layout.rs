@@ -205,6 +205,26 @@ impl Repo {
         Ok((r, m))
     }
 
+    /// The sealed startup trace recorded for a manifest, if any.
+    pub async fn trace(&self, manifest: &str) -> Result<Option<Bytes>, RepoError> {
+        let hex = manifest.strip_prefix("sha256:").unwrap_or(manifest);
+        match self.store.get(&format!("traces/{hex}")).await {
+            Ok(b) => Ok(Some(b)),
+            Err(StoreError::NotFound { .. }) => Ok(None),
+            Err(e) => Err(self.err(e)),
+        }
+    }
+
+    /// Records a sealed startup trace for a manifest, unless one exists:
+    /// the first start's trace serves every later one.
+    pub async fn put_trace(&self, manifest: &str, sealed: Vec<u8>) -> Result<bool, RepoError> {
+        let hex = manifest.strip_prefix("sha256:").unwrap_or(manifest);
+        self.store
+            .put_if_absent(&format!("traces/{hex}"), Bytes::from(sealed))
+            .await
+            .map_err(|e| self.err(e))
+    }
+
     /// The public part of `name`'s manifest: no key needed.
     pub async fn public_manifest(
         &self,
