@@ -36,6 +36,12 @@ pub enum SourceError {
 pub trait ChunkSource: Send + Sync + std::fmt::Debug {
     /// The verified ciphertext of `name`.
     async fn fetch(&self, name: &ChunkName) -> Result<Fetched, SourceError>;
+
+    /// Brings `name` close without needing its bytes now: a cache that
+    /// already holds it does nothing (`Ok(None)`). Default: a fetch.
+    async fn prefetch(&self, name: &ChunkName) -> Result<Option<Fetched>, SourceError> {
+        self.fetch(name).await.map(Some)
+    }
 }
 
 /// The origin store: the last tier.
@@ -103,5 +109,14 @@ impl ChunkSource for WorkerCached {
             _ => Tier::WorkerCache,
         };
         Ok(Fetched { bytes, tier })
+    }
+
+    async fn prefetch(&self, name: &ChunkName) -> Result<Option<Fetched>, SourceError> {
+        // A warm cache must not spend a verification per chunk, nor push
+        // hot chunks out of the memory tier, on chunks it already has.
+        if self.cache.contains(name) {
+            return Ok(None);
+        }
+        self.fetch(name).await.map(Some)
     }
 }

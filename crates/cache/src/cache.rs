@@ -178,6 +178,12 @@ impl WorkerCache {
         &self.inner.opts
     }
 
+    /// Whether the disk tier has a file for `name` (unverified: a prefetcher
+    /// uses it to skip chunks the cache already holds; reads still verify).
+    pub fn contains(&self, name: &ChunkName) -> bool {
+        self.inner.disk.chunk_path(name).exists()
+    }
+
     /// The path of `name`'s file in the disk tier (whether or not it is
     /// there): for tools and tests that look at the tree.
     pub fn chunk_path(&self, name: &ChunkName) -> std::path::PathBuf {

@@ -38,7 +38,7 @@ pub struct AgentArgs {
     pub cache_size: u64,
     /// This agent's in-memory tier of hot chunks (part of its memory
     /// budget).
-    #[arg(long, default_value = "16MiB", value_parser = crate::size::parse_size)]
+    #[arg(long, default_value = "8MiB", value_parser = crate::size::parse_size)]
     pub cache_memory: u64,
     /// Read from the origin directly, without the worker cache.
     #[arg(long)]

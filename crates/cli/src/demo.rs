@@ -297,7 +297,7 @@ fn run_lazily(args: &Args) -> Result<()> {
         overlay_dir: None,
         cache_dir: Some(data_dir().join("demo/cache")),
         cache_size: 1 << 30,
-        cache_memory: 16 << 20,
+        cache_memory: 8 << 20,
         no_cache: false,
         no_trace: false,
     };
