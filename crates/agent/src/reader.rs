@@ -31,7 +31,7 @@ pub struct ReaderOptions {
 impl Default for ReaderOptions {
     fn default() -> Self {
         ReaderOptions {
-            plaintext_chunks: 32,
+            plaintext_chunks: 16,
         }
     }
 }
