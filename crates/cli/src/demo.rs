@@ -290,6 +290,12 @@ fn run_lazily(args: &Args) -> Result<()> {
         println!("lazy run: skipped (no /usr/bin/dash on this host to put in the sample)");
         return Ok(());
     }
+    let runc = std::env::var_os("PATH")
+        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join("runc").is_file()));
+    if !runc || !Path::new("/dev/fuse").exists() {
+        println!("lazy run: skipped (needs runc and /dev/fuse: apt install runc)");
+        return Ok(());
+    }
     let agent = crate::agent::AgentArgs {
         store: args.store.clone(),
         key: args.key.clone(),
