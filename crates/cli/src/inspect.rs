@@ -30,17 +30,25 @@ pub struct InspectArgs {
 pub fn inspect(args: InspectArgs) -> Result<()> {
     let repo = args.store.repo()?;
     let rt = runtime()?;
-    let (r, public, manifest_bytes) = rt
-        .block_on(repo.public_manifest(&args.name))
+    // One read of the reference and one of the manifest serve both the
+    // public part and, with the key, the sealed part.
+    let (r, bytes) = rt
+        .block_on(async {
+            let r = repo.image(&args.name).await?;
+            let bytes = repo.manifest_bytes(&r.manifest).await?;
+            Ok::<_, kindling_repo::RepoError>((r, bytes))
+        })
         .with_context(|| format!("reading {} from {}", args.name, args.store.url()))?;
+    let manifest_bytes = bytes.len();
+    let public = kindling_chunk::Manifest::public(&bytes)
+        .with_context(|| format!("reading {} ({})", args.name, r.manifest))?;
     let opened = if args.public {
         None
     } else {
         let key = args.key.key()?;
         Some(
-            rt.block_on(repo.open_image(&args.name, &key))
-                .with_context(|| format!("opening {}", args.name))?
-                .1,
+            kindling_chunk::Manifest::open(&bytes, &key)
+                .with_context(|| format!("opening {} ({})", args.name, r.manifest))?,
         )
     };
     let chunks = public.names.len();
@@ -119,7 +127,7 @@ pub fn ls(args: LsArgs) -> Result<()> {
             .await
             .with_context(|| format!("listing {}", args.store.url()))?;
         for r in images {
-            let (_, public, _) = repo.public_manifest(&r.name).await?;
+            let (public, _) = repo.public_of(&r).await?;
             let stored = public.names.iter().flatten().count();
             if args.json {
                 println!(

@@ -14,25 +14,6 @@ use std::time::{Duration, Instant};
 
 use common::*;
 
-fn scratch(test: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("agent")
-        .join(test);
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
-
-fn kindling_in(data: &Path) -> Command {
-    let mut c = kindling();
-    c.env("XDG_DATA_HOME", data)
-        .env("XDG_CACHE_HOME", data.join("xdg-cache"))
-        .env_remove("KINDLING_CACHE_DIR")
-        .env_remove("KINDLING_STORE")
-        .env_remove("KINDLING_KEY_FILE");
-    c
-}
-
 fn mounted(dir: &Path) -> bool {
     let m = fs::read_to_string("/proc/mounts").unwrap();
     let d = dir.canonicalize().unwrap_or(dir.to_path_buf());
@@ -76,7 +57,7 @@ fn mount_serves_the_image_and_keeps_writes_private() {
         return;
     }
     let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    let dir = scratch("serve");
+    let dir = scratch("agent", "serve");
     let layout = dir.join("layout");
     write_layout(
         &layout,
@@ -192,7 +173,7 @@ fn corpus_images_run_lazily() {
     };
     let json: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(corpus.join("corpus.json")).unwrap()).unwrap();
-    let dir = scratch("run-corpus");
+    let dir = scratch("agent", "run-corpus");
     let store = dir.join("store");
     for image in json["images"].as_array().unwrap() {
         let name = image["name"].as_str().unwrap();
@@ -261,7 +242,7 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
     let Some(corpus) = corpus_dir("run_passes_exit_codes_and_cleans_up_on_errors") else {
         return;
     };
-    let dir = scratch("run-exit");
+    let dir = scratch("agent", "run-exit");
     let store = dir.join("store");
     run_ok(
         kindling_in(&dir)
@@ -342,7 +323,7 @@ fn concurrent_runs_share_the_worker_cache() {
     let Some(corpus) = corpus_dir("concurrent_runs_share_the_worker_cache") else {
         return;
     };
-    let dir = scratch("run-16");
+    let dir = scratch("agent", "run-16");
     let store = dir.join("store");
     let cache = dir.join("cache");
     run_ok(

@@ -17,27 +17,6 @@ use std::process::Command;
 
 use common::*;
 
-fn scratch(test: &str) -> PathBuf {
-    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join("origin")
-        .join(test);
-    let _ = fs::remove_dir_all(&d);
-    fs::create_dir_all(&d).unwrap();
-    d
-}
-
-/// `kindling` with a private data directory (default store and key) and
-/// no store or key from the caller's environment.
-fn kindling_in(data: &Path) -> Command {
-    let mut c = kindling();
-    c.env("XDG_DATA_HOME", data)
-        .env("XDG_CACHE_HOME", data.join("xdg-cache"))
-        .env_remove("KINDLING_CACHE_DIR")
-        .env_remove("KINDLING_STORE")
-        .env_remove("KINDLING_KEY_FILE");
-    c
-}
-
 fn json(cmd: &mut Command) -> serde_json::Value {
     let out = run_ok(cmd);
     serde_json::from_str(out.trim()).unwrap_or_else(|e| panic!("no JSON ({e}): {out}"))
@@ -65,7 +44,7 @@ fn corpus_images_round_trip_through_the_local_store() {
     let Some(corpus) = corpus_dir("corpus_images_round_trip_through_the_local_store") else {
         return;
     };
-    let dir = scratch("corpus-local");
+    let dir = scratch("origin", "corpus-local");
     let store = dir.join("store");
     let store = store.to_str().unwrap();
     let mut total_chunks = 0;
@@ -146,7 +125,7 @@ fn python_app_v2_after_v1_uploads_only_changed_chunks() {
     let Some(corpus) = corpus_dir("python_app_v2_after_v1_uploads_only_changed_chunks") else {
         return;
     };
-    let dir = scratch("v1-v2");
+    let dir = scratch("origin", "v1-v2");
     let store = dir.join("store");
     let store = store.to_str().unwrap();
     let images = corpus.join("images");
@@ -169,7 +148,7 @@ fn push_and_fetch_through_s3() {
     let Some(corpus) = corpus_dir("push_and_fetch_through_s3") else {
         return;
     };
-    let dir = scratch("s3");
+    let dir = scratch("origin", "s3");
     let server = kindling_store::S3Server::start(&dir.join("s3")).unwrap();
     let s3 = |c: &mut Command| {
         c.env("AWS_ENDPOINT_URL", server.endpoint())
@@ -241,7 +220,7 @@ fn small_pushed(dir: &Path) -> (String, PathBuf) {
 
 #[test]
 fn damaged_stores_and_wrong_keys_fail_cleanly() {
-    let dir = scratch("damaged");
+    let dir = scratch("origin", "damaged");
     let (store, _) = small_pushed(&dir);
     let out_dir = dir.join("out");
     fs::create_dir_all(&out_dir).unwrap();
@@ -322,7 +301,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn bad_names_and_sources_are_refused_before_any_upload() {
-    let dir = scratch("bad-input");
+    let dir = scratch("origin", "bad-input");
     let store = dir.join("store");
     let o = output(
         kindling_in(&dir)
@@ -366,7 +345,7 @@ fn bad_names_and_sources_are_refused_before_any_upload() {
 /// twice; the second run finds every chunk already in the store.
 #[test]
 fn the_demo_pushes_and_fetches_the_sample() {
-    let dir = scratch("demo");
+    let dir = scratch("origin", "demo");
     let first = run_ok(kindling_in(&dir).arg("demo"));
     assert!(
         first.contains("e2fsck -fn: clean") || first.contains("e2fsck not found"),
@@ -400,7 +379,7 @@ fn interrupted_push_and_fetch_leave_nothing_visible() {
     let Some(corpus) = corpus_dir("interrupted_push_and_fetch_leave_nothing_visible") else {
         return;
     };
-    let dir = scratch("interrupt");
+    let dir = scratch("origin", "interrupt");
     let store = dir.join("store");
     let source = corpus.join("images/python-ds");
     let interrupt_after = |cmd: &mut Command, ms: u64| {

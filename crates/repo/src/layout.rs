@@ -225,19 +225,16 @@ impl Repo {
             .map_err(|e| self.err(e))
     }
 
-    /// The public part of `name`'s manifest: no key needed.
-    pub async fn public_manifest(
-        &self,
-        name: &str,
-    ) -> Result<(ImageRef, PublicManifest, usize), RepoError> {
-        let r = self.image(name).await?;
+    /// The public part of the manifest a reference already read points at
+    /// (and the manifest's size): `ls` has the references from `images`.
+    pub async fn public_of(&self, r: &ImageRef) -> Result<(PublicManifest, usize), RepoError> {
         let bytes = self.manifest_bytes(&r.manifest).await?;
         let m = Manifest::public(&bytes).map_err(|source| RepoError::Manifest {
-            name: name.to_owned(),
+            name: r.name.clone(),
             digest: r.manifest.clone(),
             source,
         })?;
-        Ok((r, m, bytes.len()))
+        Ok((m, bytes.len()))
     }
 }
 

@@ -33,6 +33,29 @@ pub fn show(out: &Output) -> String {
     )
 }
 
+/// A fresh scratch directory `target/tmp/GROUP/TEST`.
+pub fn scratch(group: &str, test: &str) -> PathBuf {
+    let d = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join(group)
+        .join(test);
+    let _ = fs::remove_dir_all(&d);
+    fs::create_dir_all(&d).expect("creating a scratch directory");
+    d
+}
+
+/// `kindling` with private data and cache directories (default store, key
+/// and worker cache) and no store, key or cache from the caller's
+/// environment.
+pub fn kindling_in(data: &Path) -> Command {
+    let mut c = kindling();
+    c.env("XDG_DATA_HOME", data)
+        .env("XDG_CACHE_HOME", data.join("xdg-cache"))
+        .env_remove("KINDLING_CACHE_DIR")
+        .env_remove("KINDLING_STORE")
+        .env_remove("KINDLING_KEY_FILE");
+    c
+}
+
 /// Runs a command and returns its output; panics if it cannot be started.
 pub fn output(cmd: &mut Command) -> Output {
     cmd.output()
