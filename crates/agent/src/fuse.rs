@@ -243,28 +243,89 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 /// A mounted disk; unmounted when dropped.
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
+    mountpoint: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for Mounted {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Mounted").finish_non_exhaustive()
+        f.debug_struct("Mounted")
+            .field("mountpoint", &self.mountpoint)
+            .finish_non_exhaustive()
     }
 }
 
+/// How long an unmount waits for the last user of `disk.img` (typically a
+/// loop device the kernel is still releasing) before detaching lazily.
+const UNMOUNT_PATIENCE: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl Mounted {
     /// Unmounts and waits for the FUSE threads to end.
+    ///
+    /// A busy mount is retried for a while and then detached lazily, so
+    /// the mount never outlives this call in the mount table; the FUSE
+    /// connection then ends when its last user lets go, and its threads
+    /// are left to end with it instead of being waited for.
     pub fn unmount(mut self) -> std::io::Result<()> {
-        match self.session.take() {
-            Some(s) => s.umount_and_join(),
-            None => Ok(()),
+        self.teardown()
+    }
+
+    fn teardown(&mut self) -> std::io::Result<()> {
+        let Some(session) = self.session.take() else {
+            return Ok(());
+        };
+        match unmount_patiently(&self.mountpoint, UNMOUNT_PATIENCE)? {
+            // Gone from the table, so the connection is closing: wait for
+            // the FUSE thread to see it end (fuser's own unmount would
+            // now fail with EINVAL).
+            Unmounted::Cleanly => session.join(),
+            // fuser would try to unmount again (EINVAL) or wait for the
+            // last user; neither helps.
+            Unmounted::Lazily => {
+                drop(session);
+                Ok(())
+            }
         }
     }
 }
 
 impl Drop for Mounted {
     fn drop(&mut self) {
-        if let Some(s) = self.session.take() {
-            let _ = s.umount_and_join();
+        let _ = self.teardown();
+    }
+}
+
+enum Unmounted {
+    Cleanly,
+    Lazily,
+}
+
+fn unmount_patiently(path: &Path, patience: std::time::Duration) -> std::io::Result<Unmounted> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    let deadline = std::time::Instant::now() + patience;
+    let mut pause = std::time::Duration::from_millis(1);
+    loop {
+        // SAFETY: c is a valid NUL-terminated path for the call.
+        if unsafe { libc::umount2(c.as_ptr(), 0) } == 0 {
+            return Ok(Unmounted::Cleanly);
+        }
+        let e = std::io::Error::last_os_error();
+        match e.raw_os_error() {
+            Some(libc::EBUSY) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(std::time::Duration::from_millis(50));
+            }
+            Some(libc::EBUSY) => {
+                // SAFETY: as above.
+                if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } == 0 {
+                    return Ok(Unmounted::Lazily);
+                }
+                return Err(std::io::Error::last_os_error());
+            }
+            // Not mounted (any more): someone unmounted it for us.
+            Some(libc::EINVAL) | Some(libc::ENOENT) => return Ok(Unmounted::Cleanly),
+            _ => return Err(e),
         }
     }
 }
@@ -299,5 +360,6 @@ pub fn mount(
     let session = fuser::spawn_mount(fs, mountpoint, &config)?;
     Ok(Mounted {
         session: Some(session),
+        mountpoint: mountpoint.canonicalize()?,
     })
 }

@@ -27,7 +27,7 @@ use kindling_store::Link;
 
 use crate::agent::{open_over, AgentArgs};
 use crate::origin::runtime;
-use crate::run::{install_signals, run_opened};
+use crate::run::{prepare_to_run, run_opened};
 use crate::size::parse_size;
 
 #[derive(Debug, clap::Subcommand)]
@@ -156,7 +156,7 @@ fn stats(mut v: Vec<f64>) -> serde_json::Value {
 }
 
 fn coldstart(args: ColdstartArgs) -> Result<()> {
-    install_signals()?;
+    prepare_to_run()?;
     let rt = runtime()?;
     let repo = args.agent.store.repo()?;
     let key = args.agent.key.key()?;

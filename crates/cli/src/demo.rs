@@ -307,7 +307,7 @@ fn run_lazily(args: &Args) -> Result<()> {
         no_cache: false,
         no_trace: false,
     };
-    crate::run::install_signals()?;
+    crate::run::prepare_to_run()?;
     let rt = crate::origin::runtime()?;
     let start = Instant::now();
     let opened = rt.block_on(crate::agent::open(&agent, "kindling-demo:latest"))?;

@@ -68,6 +68,14 @@ pub fn run_opened(
     command: &[String],
     stdout: Option<Box<dyn Write + Send>>,
 ) -> Result<Ran> {
+    let swept = Container::sweep_orphans(&RunOptions::default());
+    if !swept.is_empty() {
+        eprintln!(
+            "kindling: removed {} container(s) left by killed runs: {}",
+            swept.len(),
+            swept.join(", ")
+        );
+    }
     let work = tempfile::Builder::new()
         .prefix("kindling-run-")
         .tempdir()
@@ -111,7 +119,6 @@ pub fn run_opened(
         Ok((status.code(), status.first_output()))
     })();
     let exited = Instant::now();
-    wait_for_loop_release(&image);
     let unmounted = fuse.unmount().context("unmounting the agent");
     let (code, first_output) = result?;
     unmounted?;
@@ -124,17 +131,22 @@ pub fn run_opened(
     })
 }
 
-/// Installs the signal handling `run_opened` expects: signals reach the
-/// container while one runs; otherwise they only set a flag, so every
-/// guard still unwinds.
-pub fn install_signals() -> Result<()> {
+/// Sets up what `run_opened` expects; call before starting threads.
+///
+/// * A mount namespace of our own: no other container holds copies of our
+///   mounts (which made teardown fail with EBUSY), and if we are killed
+///   the kernel unmounts everything we mounted.
+/// * Signals reach the container while one runs; otherwise they only set
+///   a flag, so every guard still unwinds.
+pub fn prepare_to_run() -> Result<()> {
+    kindling_runtime::private_mount_namespace()?;
     forward_signals(|_| INTERRUPTED.store(true, Ordering::SeqCst))
         .context("installing signal handlers")
 }
 
 pub fn run(args: Args) -> Result<i32> {
     let start = Instant::now();
-    install_signals()?;
+    prepare_to_run()?;
     let rt = runtime()?;
     let opened = rt
         .block_on(open(&args.agent, &args.name))
@@ -161,26 +173,4 @@ pub fn run(args: Args) -> Result<i32> {
         writeln!(f, "{v}").with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(code)
-}
-/// The kernel lets go of a detached loop device's backing file a moment
-/// after the detach returns (the release runs on a workqueue); unmounting
-/// the agent before then fails with EBUSY. Waits, up to 5 s, until no loop
-/// device names `image`.
-fn wait_for_loop_release(image: &std::path::Path) {
-    let want = image.to_string_lossy();
-    let deadline = Instant::now() + std::time::Duration::from_secs(5);
-    while Instant::now() < deadline {
-        let busy = std::fs::read_dir("/sys/block")
-            .into_iter()
-            .flatten()
-            .flatten()
-            .any(|e| {
-                std::fs::read_to_string(e.path().join("loop/backing_file"))
-                    .is_ok_and(|b| b.trim_end() == want)
-            });
-        if !busy {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(10));
-    }
 }

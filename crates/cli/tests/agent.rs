@@ -293,6 +293,84 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// A run killed with SIGKILL cannot clean up: the kernel drops its mounts
+/// with its mount namespace once its container is gone, and the next run
+/// removes the container and the bundle.
+#[test]
+fn a_killed_run_is_cleaned_up() {
+    if !can_mount("a_killed_run_is_cleaned_up") {
+        return;
+    }
+    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(corpus) = corpus_dir("a_killed_run_is_cleaned_up") else {
+        return;
+    };
+    let dir = scratch("agent", "run-killed");
+    let store = dir.join("store");
+    run_ok(
+        kindling_in(&dir)
+            .arg("push")
+            .arg(corpus.join("images/debian-slim"))
+            .args(["--name", "deb", "--store"])
+            .arg(&store),
+    );
+    let mut child = kindling_in(&dir)
+        .args(["run", "deb", "--store"])
+        .arg(&store)
+        .args(["--", "sh", "-c", "sleep 0; echo up; exec sleep 600"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "up\n");
+    let prefix = format!("kindling-{}-", child.id());
+    let ours = |what: &str| -> usize {
+        fs::read_dir(what)
+            .map(|d| {
+                d.flatten()
+                    .filter(|e| e.file_name().to_string_lossy().starts_with(&prefix))
+                    .count()
+            })
+            .unwrap_or(0)
+    };
+    assert_eq!(ours("/run/kindling/bundles"), 1);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // Its container is still running (sleep is in the page cache, so it
+    // does not notice the agent is gone): nothing could stop it.
+    assert_eq!(ours("/run/kindling/runc"), 1);
+    let o = output(
+        kindling_in(&dir)
+            .args(["run", "deb", "--store"])
+            .arg(&store)
+            .args(["--", "true"]),
+    );
+    assert!(o.status.success(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("left by killed runs"),
+        "{}",
+        show(&o)
+    );
+    assert_eq!(ours("/run/kindling/bundles"), 0);
+    // The loop device goes when the kernel tears the mounts down, which
+    // follows the container's death by a moment.
+    let t = Instant::now();
+    loop {
+        let r = std::panic::catch_unwind(assert_no_leaks);
+        if r.is_ok() {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(10), "still leaking");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let _ = fs::remove_dir_all(&dir);
+}
+
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -36,6 +36,13 @@ pub enum RuntimeError {
         #[source]
         source: io::Error,
     },
+    /// Setting up a private mount namespace failed (`what`: the step).
+    #[error("{what} a private mount namespace (needs root)")]
+    Namespace {
+        what: &'static str,
+        #[source]
+        source: io::Error,
+    },
     /// The runc binary could not be found.
     #[error("{runc} not found: install runc (apt install runc)")]
     RuncMissing { runc: PathBuf },

@@ -13,6 +13,8 @@
 //! * [`Container::run`] writes an OCI bundle and runs the process with runc,
 //!   streaming its output and returning its exit code ([`ExitStatusInfo`]),
 //!   and removes every trace of the container whatever happens;
+//! * [`private_mount_namespace`] keeps every mount of a run out of other
+//!   namespaces and lets the kernel remove them if we die;
 //! * [`forward_signals`] makes SIGINT/SIGTERM to our process reach the
 //!   container instead of killing us before teardown.
 //!
@@ -35,6 +37,7 @@ mod container;
 mod error;
 mod loopdev;
 mod mount;
+mod namespace;
 mod process;
 mod rootfs;
 mod signals;
@@ -48,6 +51,7 @@ pub use container::{
 pub use error::RuntimeError;
 pub use loopdev::LoopDevice;
 pub use mount::{mount_ext4, Mounted};
+pub use namespace::private_mount_namespace;
 pub use process::{process_from_image, ProcessSpec, DEFAULT_PATH};
 pub use signals::{forward_signals, FORCE_KILL_AFTER, FORWARDED_SIGNALS};
 pub use spec::DEFAULT_CAPABILITIES;
