@@ -3,7 +3,7 @@
 //!
 //! * [`ImageReader`]: the async core. A read of (offset, length) maps to
 //!   chunks; each chunk comes from the small plaintext cache, or through the
-//!   [`ChunkSource`] tier chain (worker cache, then origin), is verified
+//!   [`ChunkSource`] tier chain (worker cache, AZ cache cluster, origin), is verified
 //!   against its name, decrypted and kept. Zero chunks cost no I/O;
 //!   concurrent reads of one chunk share one fetch.
 //! * [`Overlay`]: the copy-on-write layer. Writes land in a private sparse
@@ -27,5 +27,5 @@ pub use disk::Disk;
 pub use error::AgentError;
 pub use overlay::{Overlay, PAGE_SIZE};
 pub use reader::{ImageReader, ReaderOptions};
-pub use source::{ChunkSource, Fetched, Origin, SourceError, Tier, WorkerCached};
+pub use source::{AzCached, ChunkSource, Fetched, Origin, SourceError, Tier, WorkerCached};
 pub use stats::{Stats, StatsSnapshot};

@@ -170,13 +170,14 @@ impl ImageReader {
                 Ok(Some(p))
             }
             Err(e) => {
-                self.stats.chunk_errors.fetch_add(1, Relaxed);
-                Err(AgentError::Chunk {
+                let e = AgentError::Chunk {
                     index,
                     offset: self.manifest.chunk_offset(index),
                     name: name.to_hex(),
                     source: Box::new(e),
-                })
+                };
+                self.stats.chunk_failed(&e);
+                Err(e)
             }
         }
     }
@@ -232,6 +233,10 @@ impl ImageReader {
         match tier {
             Tier::Origin => {
                 self.stats.chunks_origin.fetch_add(1, Relaxed);
+                self.stats.bytes_fetched.fetch_add(len as u64, Relaxed);
+            }
+            Tier::Az => {
+                self.stats.chunks_az.fetch_add(1, Relaxed);
                 self.stats.bytes_fetched.fetch_add(len as u64, Relaxed);
             }
             Tier::WorkerCache => {

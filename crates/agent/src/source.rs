@@ -13,6 +13,8 @@ use kindling_store::Store;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Tier {
     WorkerCache,
+    /// The AZ cache cluster.
+    Az,
     Origin,
 }
 
@@ -118,5 +120,44 @@ impl ChunkSource for WorkerCached {
             return Ok(None);
         }
         self.fetch(name).await.map(Some)
+    }
+}
+
+/// The AZ cache cluster in front of another tier (the origin). A hit is
+/// rebuilt from the first stripes to arrive and checked against its name
+/// by the client; a miss - or a cluster too broken to answer - reads from
+/// `next`, and what the origin returned is written to the cluster in the
+/// background: the read never waits for the fill.
+#[derive(Debug, Clone)]
+pub struct AzCached {
+    client: Arc<kindling_azcache::AzClient>,
+    next: Arc<dyn ChunkSource>,
+}
+
+impl AzCached {
+    pub fn new(client: Arc<kindling_azcache::AzClient>, next: Arc<dyn ChunkSource>) -> AzCached {
+        AzCached { client, next }
+    }
+
+    pub fn client(&self) -> &Arc<kindling_azcache::AzClient> {
+        &self.client
+    }
+}
+
+#[async_trait::async_trait]
+impl ChunkSource for AzCached {
+    async fn fetch(&self, name: &ChunkName) -> Result<Fetched, SourceError> {
+        // A failed get is a miss: the client counts it, the origin answers.
+        if let Ok(Some(bytes)) = self.client.get(name).await {
+            return Ok(Fetched {
+                bytes,
+                tier: Tier::Az,
+            });
+        }
+        let f = self.next.fetch(name).await?;
+        if f.tier == Tier::Origin {
+            self.client.fill(*name, f.bytes.clone());
+        }
+        Ok(f)
     }
 }

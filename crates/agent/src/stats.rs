@@ -12,6 +12,8 @@ pub struct Stats {
     /// Chunk bytes that came from tiers below the worker cache.
     pub bytes_fetched: AtomicU64,
     pub chunks_origin: AtomicU64,
+    /// Chunks rebuilt from the AZ cache cluster's stripes.
+    pub chunks_az: AtomicU64,
     pub chunks_worker_cache: AtomicU64,
     /// Zero chunks read (no I/O at all).
     pub chunks_zero: AtomicU64,
@@ -19,6 +21,8 @@ pub struct Stats {
     pub chunks_memory: AtomicU64,
     /// Failed chunk fetches.
     pub chunk_errors: AtomicU64,
+    /// The first of them, with its causes: what `run` reports.
+    pub first_error: std::sync::Mutex<Option<String>>,
 }
 
 /// A copy of [`Stats`] at one moment.
@@ -28,6 +32,7 @@ pub struct StatsSnapshot {
     pub bytes_written: u64,
     pub bytes_fetched: u64,
     pub chunks_origin: u64,
+    pub chunks_az: u64,
     pub chunks_worker_cache: u64,
     pub chunks_zero: u64,
     pub chunks_memory: u64,
@@ -35,12 +40,30 @@ pub struct StatsSnapshot {
 }
 
 impl Stats {
+    /// Counts a failed chunk fetch and keeps the first one's story.
+    pub fn chunk_failed(&self, e: &dyn std::error::Error) {
+        self.chunk_errors.fetch_add(1, Relaxed);
+        let mut first = self.first_error.lock().unwrap_or_else(|p| p.into_inner());
+        if first.is_none() {
+            *first = Some(crate::fuse::chain(e));
+        }
+    }
+
+    /// The first failed chunk fetch, if any.
+    pub fn first_error(&self) -> Option<String> {
+        self.first_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     pub fn snapshot(&self) -> StatsSnapshot {
         StatsSnapshot {
             bytes_read: self.bytes_read.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
             bytes_fetched: self.bytes_fetched.load(Relaxed),
             chunks_origin: self.chunks_origin.load(Relaxed),
+            chunks_az: self.chunks_az.load(Relaxed),
             chunks_worker_cache: self.chunks_worker_cache.load(Relaxed),
             chunks_zero: self.chunks_zero.load(Relaxed),
             chunks_memory: self.chunks_memory.load(Relaxed),

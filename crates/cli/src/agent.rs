@@ -6,11 +6,12 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use kindling_agent::{
-    ChunkSource, Disk, ImageReader, Origin, Overlay, ReaderOptions, Stats, WorkerCached,
+    AzCached, ChunkSource, Disk, ImageReader, Origin, Overlay, ReaderOptions, Stats, WorkerCached,
 };
 use kindling_cache::{CacheOptions, WorkerCache};
 use kindling_chunk::RunConfig;
 
+use crate::az::AzArgs;
 use crate::origin::{interruptible, runtime, KeyArgs, StoreArgs};
 use crate::size::human;
 
@@ -21,6 +22,8 @@ pub struct AgentArgs {
     pub store: StoreArgs,
     #[command(flatten)]
     pub key: KeyArgs,
+    #[command(flatten)]
+    pub az: AzArgs,
     /// Serve the disk read-only (no copy-on-write overlay).
     #[arg(long)]
     pub read_only: bool,
@@ -43,6 +46,10 @@ pub struct AgentArgs {
     /// Read from the origin directly, without the worker cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Write statistics (bytes read and fetched, chunks per tier, and for
+    /// `run` the cold start) as one JSON object to FILE at the end.
+    #[arg(long, value_name = "FILE")]
+    pub stats_json: Option<PathBuf>,
     /// Neither use nor record a startup trace (the chunks an earlier start
     /// read, prefetched in parallel; stored sealed beside the manifest).
     #[arg(long)]
@@ -71,9 +78,27 @@ pub struct Opened {
     pub key: kindling_chunk::TenantKey,
     /// Record this start's trace when it ends (none was stored).
     pub record_trace: Arc<std::sync::atomic::AtomicBool>,
+    /// The AZ cache cluster's client, if there is a cluster.
+    pub az: Option<Arc<kindling_azcache::AzClient>>,
 }
 
+/// How long the end of a start waits for background fills of the AZ cache
+/// to land: they are what spares the next worker the origin.
+const FILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Opened {
+    /// What ends a start: the trace saved, the AZ cache's fills landed
+    /// (for at most [`FILL_PATIENCE`]).
+    pub async fn finish(&self) {
+        self.save_trace().await;
+        if let Some(az) = &self.az {
+            let deadline = tokio::time::Instant::now() + FILL_PATIENCE;
+            while az.fills_in_flight() > 0 && tokio::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+        }
+    }
+
     /// Stores this start's trace if the image had none. Best effort: a
     /// failure costs later starts their prefetch, nothing else.
     pub async fn save_trace(&self) {
@@ -117,9 +142,17 @@ pub async fn open_over(
         None => repo.store().clone(),
     };
     let trace_repo = kindling_repo::Repo::new(store.clone());
-    let origin: Arc<dyn ChunkSource> = Arc::new(Origin::new(store));
+    // The chain is built from the bottom: origin, AZ cluster, worker cache.
+    let mut below: Arc<dyn ChunkSource> = Arc::new(Origin::new(store));
+    let az = match args.az.cluster()? {
+        Some(cluster) => Some(cluster.client()?),
+        None => None,
+    };
+    if let Some(client) = &az {
+        below = Arc::new(AzCached::new(client.clone(), below));
+    }
     let source = if args.no_cache {
-        origin
+        below
     } else {
         let dir = args.cache_dir.clone().unwrap_or_else(default_cache_dir);
         let opts = CacheOptions {
@@ -129,7 +162,7 @@ pub async fn open_over(
         };
         let cache = WorkerCache::open(&dir, opts)
             .with_context(|| format!("opening the worker cache {}", dir.display()))?;
-        Arc::new(WorkerCached::new(cache, origin)) as Arc<dyn ChunkSource>
+        Arc::new(WorkerCached::new(cache, below)) as Arc<dyn ChunkSource>
     };
     let size = manifest.image_bytes;
     let hot = manifest.config.hot_ranges.clone();
@@ -186,7 +219,54 @@ pub async fn open_over(
         record_trace,
         config,
         manifest: image.manifest,
+        az,
     })
+}
+
+impl Opened {
+    /// Writes `--stats-json`, if asked: the agent's counters, with `extra`
+    /// (an object) merged in.
+    pub fn write_stats(
+        &self,
+        path: Option<&Path>,
+        name: &str,
+        extra: serde_json::Value,
+    ) -> Result<()> {
+        let Some(path) = path else {
+            return Ok(());
+        };
+        let s = self.disk.stats().snapshot();
+        let mut v = serde_json::json!({
+            "name": name, "manifest": self.manifest, "image_bytes": self.disk.size(),
+            "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
+            "bytes_fetched": s.bytes_fetched, "chunks_origin": s.chunks_origin,
+            "chunks_az": s.chunks_az, "chunks_worker_cache": s.chunks_worker_cache,
+            "chunks_zero": s.chunks_zero, "chunks_memory": s.chunks_memory,
+            "chunk_errors": s.chunk_errors,
+            "first_chunk_error": self.disk.stats().first_error(),
+        });
+        if let (Some(v), serde_json::Value::Object(extra)) = (v.as_object_mut(), extra) {
+            v.extend(extra);
+        }
+        if let (Some(v), Some(az)) = (v.as_object_mut(), &self.az) {
+            let a = az.stats();
+            v.insert(
+                "az".into(),
+                serde_json::json!({
+                    "gets": a.gets, "hits": a.hits, "misses": a.misses,
+                    "rebuilds_with_parity": a.rebuilds_with_parity, "rebuilds_bad": a.rebuilds_bad,
+                    "stripes_corrupt": a.stripes_corrupt, "stripes_timed_out": a.stripes_timed_out,
+                    "node_errors": a.node_errors, "fills_started": a.fills_started,
+                    "fills_done": a.fills_done, "fills_dropped": a.fills_dropped,
+                    "fills_failed": a.fills_failed,
+                }),
+            );
+        }
+        let mut f =
+            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
+        std::io::Write::write_all(&mut f, format!("{v}\n").as_bytes())
+            .with_context(|| format!("writing {}", path.display()))
+    }
 }
 
 /// Serve an image as one file, MOUNTPOINT/disk.img, fetching chunks on demand.
@@ -227,14 +307,20 @@ pub fn mount(args: MountArgs) -> Result<()> {
     );
     let _ = rt.block_on(interruptible(std::future::pending::<Result<()>>()));
     mounted.unmount().context("unmounting")?;
+    rt.block_on(opened.finish());
     let s = disk.stats().snapshot();
     eprintln!(
-        "unmounted: read {}, fetched {} ({} chunks from the origin, {} from the worker cache, {} zero)",
+        "unmounted: read {}, fetched {} ({} chunks from the origin, {} from the AZ cache, {} from the worker cache, {} zero)",
         human(s.bytes_read),
         human(s.bytes_fetched),
         s.chunks_origin,
+        s.chunks_az,
         s.chunks_worker_cache,
         s.chunks_zero
     );
-    Ok(())
+    opened.write_stats(
+        args.agent.stats_json.as_deref(),
+        &args.name,
+        serde_json::json!({}),
+    )
 }

@@ -306,6 +306,8 @@ fn run_lazily(args: &Args) -> Result<()> {
         cache_memory: 8 << 20,
         no_cache: false,
         no_trace: false,
+        az: Default::default(),
+        stats_json: None,
     };
     crate::run::prepare_to_run()?;
     let rt = crate::origin::runtime()?;
@@ -317,14 +319,17 @@ fn run_lazily(args: &Args) -> Result<()> {
     let s = opened.disk.stats().snapshot();
     println!(
         "container exited {} after {:.0} ms (first output at {:.0} ms): read {} of the {} image, \
-         {} from the origin ({} chunks), {} chunks from the worker cache, {} reads of zero chunks (no I/O)",
+         {} from the origin and the AZ cache ({} and {} chunks), {} chunks from the worker cache, \
+         {} reads of zero chunks (no I/O)",
         ran.code,
         ran.exited.duration_since(start).as_secs_f64() * 1e3,
-        ran.first_output.map_or(f64::NAN, |t| t.duration_since(start).as_secs_f64() * 1e3),
+        ran.first_output
+            .map_or(f64::NAN, |t| t.duration_since(start).as_secs_f64() * 1e3),
         human(s.bytes_read),
         human(opened.disk.size()),
         human(s.bytes_fetched),
         s.chunks_origin,
+        s.chunks_az,
         s.chunks_worker_cache,
         s.chunks_zero
     );

@@ -2,7 +2,9 @@
 //! flags into library options and reports errors with context.
 
 mod agent;
+mod az;
 mod bench;
+mod cache_node;
 mod chunks;
 mod demo;
 mod fetch;
@@ -43,6 +45,7 @@ enum Command {
     Bench(bench::BenchCommand),
     Demo(demo::Args),
     S3Server(s3_server::Args),
+    CacheNode(cache_node::Args),
 }
 
 fn main() {
@@ -63,6 +66,7 @@ fn main() {
         },
         Command::Demo(a) => demo::run(a),
         Command::S3Server(a) => s3_server::run(a),
+        Command::CacheNode(a) => cache_node::run(a),
     };
     if let Err(e) = result {
         eprintln!("kindling: error: {e:#}");

@@ -7,7 +7,6 @@
 //! container's exit, an error at any step, Ctrl-C - unwinds the stack.
 
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -35,10 +34,6 @@ pub struct Args {
     name: String,
     #[command(flatten)]
     agent: AgentArgs,
-    /// Write run statistics (cold start, bytes read and fetched, chunks per
-    /// tier) as one JSON object to FILE.
-    #[arg(long, value_name = "FILE")]
-    stats_json: Option<PathBuf>,
     /// The command to run instead of the image's entrypoint and cmd.
     #[arg(last = true, value_name = "CMD ARGS")]
     command: Vec<String>,
@@ -123,7 +118,7 @@ pub fn run_opened(
     let (code, first_output) = result?;
     unmounted?;
     drop(work);
-    rt.block_on(opened.save_trace());
+    rt.block_on(opened.finish());
     Ok(Ran {
         code,
         first_output,
@@ -152,25 +147,24 @@ pub fn run(args: Args) -> Result<i32> {
         .block_on(open(&args.agent, &args.name))
         .with_context(|| format!("running {}", args.name))?;
     check_interrupted()?;
-    let disk = opened.disk.clone();
-    let ran = run_opened(&opened, &rt, args.agent.read_only, &args.command, None)
-        .with_context(|| format!("running {}", args.name))?;
-    let (code, first_output, exited) = (ran.code, ran.first_output, ran.exited);
-    if let Some(path) = &args.stats_json {
-        let s = disk.stats().snapshot();
-        let ms = |t: Instant| t.duration_since(start).as_secs_f64() * 1e3;
-        let v = serde_json::json!({
-            "name": args.name, "manifest": opened.manifest,
-            "cold_start_ms": ms(exited), "first_output_ms": first_output.map(ms),
-            "exit_code": code, "image_bytes": disk.size(),
-            "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
-            "bytes_fetched": s.bytes_fetched, "chunks_origin": s.chunks_origin,
-            "chunks_worker_cache": s.chunks_worker_cache, "chunks_zero": s.chunks_zero,
-            "chunks_memory": s.chunks_memory,
-        });
-        let mut f =
-            std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?;
-        writeln!(f, "{v}").with_context(|| format!("writing {}", path.display()))?;
+    let ran = run_opened(&opened, &rt, args.agent.read_only, &args.command, None);
+    let stats = opened.disk.stats();
+    if let Some(first) = stats.first_error() {
+        eprintln!(
+            "kindling: {} chunk read(s) failed, so the image's reader saw I/O errors; the first: {first}",
+            stats.snapshot().chunk_errors
+        );
     }
+    let ran = ran.with_context(|| format!("running {}", args.name))?;
+    let (code, first_output, exited) = (ran.code, ran.first_output, ran.exited);
+    let ms = |t: Instant| t.duration_since(start).as_secs_f64() * 1e3;
+    opened.write_stats(
+        args.agent.stats_json.as_deref(),
+        &args.name,
+        serde_json::json!({
+            "cold_start_ms": ms(exited), "first_output_ms": first_output.map(ms),
+            "exit_code": code,
+        }),
+    )?;
     Ok(code)
 }

@@ -371,6 +371,93 @@ fn a_killed_run_is_cleaned_up() {
     let _ = fs::remove_dir_all(&dir);
 }
 
+/// The origin goes away while the container runs: reads of chunks not yet
+/// fetched fail with EIO after bounded retries (no hang), the container
+/// sees the error, and `run` names the chunk that failed. Nothing leaks.
+#[test]
+fn origin_lost_mid_run_names_the_chunk() {
+    if !can_mount("origin_lost_mid_run_names_the_chunk") {
+        return;
+    }
+    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(corpus) = corpus_dir("origin_lost_mid_run_names_the_chunk") else {
+        return;
+    };
+    let dir = scratch("agent", "run-origin-lost");
+    let server = kindling_store::S3Server::start(&dir.join("s3")).unwrap();
+    let s3 = |c: &mut Command| {
+        c.env("AWS_ENDPOINT_URL", server.endpoint())
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", kindling_store::S3Server::ACCESS_KEY_ID)
+            .env(
+                "AWS_SECRET_ACCESS_KEY",
+                kindling_store::S3Server::SECRET_ACCESS_KEY,
+            );
+    };
+    let url = server.url("origin");
+    let mut push = kindling_in(&dir);
+    s3(&mut push);
+    run_ok(
+        push.arg("push")
+            .arg(corpus.join("images/debian-slim"))
+            .args(["--name", "deb", "--store", &url]),
+    );
+    let mut run = kindling_in(&dir);
+    s3(&mut run);
+    let stats = dir.join("stats.json");
+    // perl is big and not read by anything before the origin is gone.
+    let mut child = run
+        .args(["run", "deb", "--no-trace", "--no-cache", "--store", &url])
+        .arg("--stats-json")
+        .arg(&stats)
+        .args([
+            "--",
+            "sh",
+            "-c",
+            "echo up; read x; cat /usr/bin/perl > /dev/null",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(child.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    assert_eq!(line, "up\n");
+    drop(server);
+    let t = Instant::now();
+    // The container goes on.
+    drop(child.stdin.take());
+    let o = child.wait_with_output().unwrap();
+    let took = t.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success(), "{err}");
+    assert!(took < Duration::from_secs(60), "took {took:?}");
+    assert!(
+        err.contains("chunk read(s) failed") && err.contains(" at offset "),
+        "{err}"
+    );
+    let s: serde_json::Value = serde_json::from_str(&fs::read_to_string(&stats).unwrap()).unwrap();
+    assert!(s["chunk_errors"].as_u64().unwrap() > 0, "{s}");
+    assert!(
+        s["first_chunk_error"]
+            .as_str()
+            .unwrap()
+            .starts_with("chunk "),
+        "{s}"
+    );
+    eprintln!(
+        "origin lost: failed after {took:?}: {}",
+        s["first_chunk_error"]
+    );
+    assert_no_leaks();
+    let _ = fs::remove_dir_all(&dir);
+}
+
 fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];

@@ -11,7 +11,12 @@
 //! (c) lazy, worker cache warm: the same with a cache filled by an
 //!     earlier run;
 //! (d) the floor: the command run with runc on the directory (a)
-//!     unpacked, page cache warm.
+//!     unpacked, page cache warm;
+//! (e) lazy, worker cache cold, AZ cache warm - Lambda's common case:
+//!     a new, empty worker cache over an AZ cache cluster (five cache
+//!     nodes started in this process on loopback, unless --cache-nodes
+//!     names some) that an untimed start filled; the origin behind it
+//!     keeps its emulated network.
 //! Times run from the start of each variant to the container's exit.
 
 use std::io::{Read, Write};
@@ -29,11 +34,6 @@ use crate::agent::{open_over, AgentArgs};
 use crate::origin::runtime;
 use crate::run::{prepare_to_run, run_opened};
 use crate::size::parse_size;
-
-#[derive(Debug, clap::Subcommand)]
-pub enum BenchCommand {
-    Coldstart(ColdstartArgs),
-}
 
 /// Cold start: pull-and-unpack vs lazy (cache cold and warm) vs a local rootfs.
 ///
@@ -55,7 +55,7 @@ pub struct ColdstartArgs {
     #[arg(long, default_value_t = 5)]
     runs: usize,
     /// Per-request latency of the origin (the paper's S3 median: 36 ms).
-    #[arg(long, default_value = "36ms", value_parser = parse_duration)]
+    #[arg(long, default_value = "36ms", value_parser = super::parse_duration)]
     latency: Duration,
     /// Origin bandwidth, bits per second (0: unlimited).
     #[arg(long, default_value = "1000000000", value_parser = parse_size)]
@@ -63,26 +63,6 @@ pub struct ColdstartArgs {
     /// The command to run (default: the image's entrypoint and cmd).
     #[arg(last = true)]
     command: Vec<String>,
-}
-
-fn parse_duration(s: &str) -> Result<Duration, String> {
-    let (num, unit) = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .map_or((s, "ms"), |i| s.split_at(i));
-    let v: f64 = num.parse().map_err(|_| format!("bad duration {s:?}"))?;
-    let secs = match unit {
-        "us" => v / 1e6,
-        "ms" => v / 1e3,
-        "s" => v,
-        _ => return Err(format!("bad duration unit in {s:?} (us, ms or s)")),
-    };
-    Ok(Duration::from_secs_f64(secs))
-}
-
-pub fn run(cmd: BenchCommand) -> Result<()> {
-    match cmd {
-        BenchCommand::Coldstart(a) => coldstart(a),
-    }
 }
 
 /// Counts output bytes and drops them.
@@ -155,7 +135,7 @@ fn stats(mut v: Vec<f64>) -> serde_json::Value {
     serde_json::json!({ "median_ms": q(0.5), "p90_ms": q(0.9), "max_ms": q(1.0), "runs": v })
 }
 
-fn coldstart(args: ColdstartArgs) -> Result<()> {
+pub fn run(args: ColdstartArgs) -> Result<()> {
     prepare_to_run()?;
     let rt = runtime()?;
     let repo = args.agent.store.repo()?;
@@ -179,15 +159,30 @@ fn coldstart(args: ColdstartArgs) -> Result<()> {
     let mut agent = args.agent.clone();
     agent.no_cache = false;
 
+    // (e)'s cluster; (a)-(d) do without one.
+    let (nodes, agent_e) = rt.block_on(az_cluster(&agent, work.path()))?;
+    agent.az = crate::az::AzArgs {
+        disabled: true,
+        ..Default::default()
+    };
+
     // Warm cache for (c): one untimed run.
     agent.cache_dir = Some(work.path().join("cache-warm"));
     let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
     run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
-    rt.block_on(opened.save_trace());
+    rt.block_on(opened.finish());
     let image_bytes = opened.disk.size();
+    // Warm AZ cache for (e): one untimed run through the cluster.
+    let mut warm_e = agent_e.clone();
+    warm_e.cache_dir = Some(work.path().join("cache-fill-az"));
+    let opened = rt.block_on(open_over(&warm_e, &args.name, Some(link.clone())))?;
+    run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+    rt.block_on(opened.finish());
+    std::fs::remove_dir_all(work.path().join("cache-fill-az")).ok();
 
     let (mut a, mut b, mut c, mut d, mut fetched) = (vec![], vec![], vec![], vec![], vec![]);
     let (mut b0, mut fetched0, mut a_codes) = (vec![], vec![], vec![]);
+    let (mut e, mut e_origin) = (vec![], vec![]);
     for r in 0..args.runs {
         let rootfs = work.path().join(format!("rootfs-{r}"));
         let t = Instant::now();
@@ -231,6 +226,15 @@ fn coldstart(args: ColdstartArgs) -> Result<()> {
         let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
         c.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
 
+        let mut cold_e = agent_e.clone();
+        cold_e.cache_dir = Some(work.path().join(format!("cache-az-{r}")));
+        let t = Instant::now();
+        let opened = rt.block_on(open_over(&cold_e, &args.name, Some(link.clone())))?;
+        let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+        e.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
+        e_origin.push(opened.disk.stats().snapshot().chunks_origin);
+        std::fs::remove_dir_all(work.path().join(format!("cache-az-{r}"))).ok();
+
         let t = Instant::now();
         run_dir(
             &image,
@@ -266,7 +270,38 @@ fn coldstart(args: ColdstartArgs) -> Result<()> {
         "bytes_fetched_b0": fetched0_med, "a_exit_codes": a_codes,
         "b_over_a": med(&b) / med(&a), "b_over_d": med(&b) / med(&d), "c_over_d": med(&c) / med(&d),
         "bytes_fetched_b": fetched_med, "fetched_share": fetched_med as f64 / image_bytes as f64,
+        "e_lazy_az_warm": stats(e.clone()), "e_over_d": med(&e) / med(&d), "e_over_a": med(&e) / med(&a),
+        "e_chunks_from_origin": e_origin,
     });
     println!("{v}");
+    rt.block_on(async {
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
     Ok(())
+}
+
+/// The cluster (e) reads through: the one --cache-nodes names, or five
+/// nodes started here. Returns the nodes started and (e)'s agent flags.
+async fn az_cluster(
+    agent: &AgentArgs,
+    work: &Path,
+) -> Result<(Vec<kindling_cachenode::RunningNode>, AgentArgs)> {
+    let mut agent_e = agent.clone();
+    if agent.az.cluster()?.is_some() {
+        return Ok((Vec::new(), agent_e));
+    }
+    let mut nodes = Vec::new();
+    for i in 0..5 {
+        let node =
+            kindling_cachenode::CacheNode::open(kindling_cachenode::NodeConfig::with_capacity(
+                work.join(format!("az-node{i}")),
+                4 << 30,
+            ))?;
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+        nodes.push(kindling_cachenode::RunningNode::start(Arc::new(node), any).await?);
+    }
+    agent_e.az.cache_nodes = nodes.iter().map(|n| n.addr().to_string()).collect();
+    Ok((nodes, agent_e))
 }
