@@ -7,7 +7,9 @@
 # `kindling bench coldstart` with the image's startup command from
 # corpus.json: (a) pull and unpack, (b) lazy with a cold worker cache and
 # the startup trace an earlier start recorded, (b0) the same without it,
-# (c) lazy with a warm one, (d) runc on the local unpacked rootfs, RUNS
+# (c) lazy with a warm one, (d) runc on the local unpacked rootfs, (e) lazy
+# with a cold worker cache over a warm AZ cache (five in-process cache
+# nodes on loopback, 4+1 stripes), RUNS
 # interleaved rounds (default 5), the origin behind an emulated link
 # (default 36 ms per request, 1 Gbit/s shared). Prints the JSON line of
 # each image, then a table of medians and ratios.
@@ -54,11 +56,12 @@ echo
 $PY - "$TMP/results.jsonl" <<'PYEOF'
 import json, sys
 rows = [json.loads(l) for l in open(sys.argv[1])]
-print("%-14s %9s %9s %9s %9s %9s | %6s %6s %6s %6s | %8s %8s" % ("image", "a pull", "b cold", "b0 notr", "c warm", "d local", "b/a", "b0/a", "b/d", "c/d", "fetched", "fetch0"))
+print("%-14s %9s %9s %9s %9s %9s %9s | %6s %6s %6s %6s %6s %6s | %8s %8s" % ("image", "a pull", "b cold", "b0 notr", "c warm", "d local", "e az", "b/a", "b0/a", "b/d", "c/d", "e/d", "a/e", "fetched", "fetch0"))
 for r in rows:
     m = lambda k: r[k]["median_ms"]
-    print("%-14s %7.0fms %7.0fms %7.0fms %7.0fms %7.0fms | %6.2f %6.2f %6.2f %6.2f | %7.1f%% %7.1f%%" % (
+    print("%-14s %7.0fms %7.0fms %7.0fms %7.0fms %7.0fms %7.0fms | %6.2f %6.2f %6.2f %6.2f %6.2f %6.2f | %7.1f%% %7.1f%%" % (
         r["name"], m("a_pull_unpack"), m("b_lazy_cold"), m("b0_lazy_cold_no_trace"), m("c_lazy_warm"), m("d_local_rootfs"),
-        r["b_over_a"], r["b0_over_a"], r["b_over_d"], r["c_over_d"], 100 * r["fetched_share"],
+        m("e_lazy_az_warm"), r["b_over_a"], r["b0_over_a"], r["b_over_d"], r["c_over_d"], r["e_over_d"],
+        1 / r["e_over_a"], 100 * r["fetched_share"],
         100 * r["bytes_fetched_b0"] / r["image_bytes"]))
 PYEOF

@@ -248,10 +248,13 @@ impl WorkerCache {
             });
         }
         let data = bytes.clone();
+        let verify = self.inner.opts.verify_fills;
         let stored = self
             .blocking(move |disk| {
-                kindling_chunk::cipher::verify(&name, &data)
-                    .map_err(|_| CacheError::Corrupt { name })?;
+                if verify {
+                    kindling_chunk::cipher::verify(&name, &data)
+                        .map_err(|_| CacheError::Corrupt { name })?;
+                }
                 Ok(disk.write(&name, &data, lock))
             })
             .await??;

@@ -24,6 +24,7 @@ fn opts(disk_bytes: u64, memory_bytes: u64) -> CacheOptions {
         disk_bytes,
         memory_bytes,
         k: 2,
+        verify_fills: true,
     }
 }
 
@@ -190,6 +191,34 @@ async fn a_corrupt_fill_is_refused_and_nothing_is_stored() {
     assert_eq!(fill(&cache, &name, &bytes).await, Hit::Filled);
 }
 
+/// With `verify_fills` off the cache trusts its filler (the agent's tiers
+/// verify already), but a chunk read back from disk is still checked.
+#[tokio::test]
+async fn unverified_fills_are_still_checked_when_read_from_disk() {
+    let dir = tempfile::tempdir().unwrap();
+    let trusting = CacheOptions {
+        verify_fills: false,
+        memory_bytes: 0,
+        ..CacheOptions::default()
+    };
+    let cache = WorkerCache::open(dir.path(), trusting.clone()).unwrap();
+    let (name, bytes) = chunk(5, 1000);
+    let mut wrong = bytes.to_vec();
+    wrong[10] ^= 1;
+    let wrong = Bytes::from(wrong);
+    let (got, hit) = cache
+        .get_or_fill(&name, || {
+            let w = wrong.clone();
+            async move { Ok::<_, io::Error>(w) }
+        })
+        .await
+        .unwrap();
+    assert_eq!((got, hit), (wrong, Hit::Filled));
+    // From disk: detected, dropped, filled again.
+    assert_eq!(fill(&cache, &name, &bytes).await, Hit::Filled);
+    assert_eq!(cache.stats().corrupt_dropped, 1);
+}
+
 #[tokio::test]
 async fn corruption_on_disk_is_detected_dropped_and_refilled() {
     let dir = tempfile::tempdir().unwrap();
@@ -342,7 +371,12 @@ proptest! {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             let dir = tempfile::tempdir().unwrap();
-            let opts = CacheOptions { disk_bytes, memory_bytes, k };
+            let opts = CacheOptions {
+                disk_bytes,
+                memory_bytes,
+                k,
+                ..CacheOptions::default()
+            };
             let mut cache = WorkerCache::open(dir.path(), opts.clone()).unwrap();
             for (a, b, reopen) in ops {
                 // min of two uniform draws: low names are hot.

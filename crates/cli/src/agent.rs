@@ -158,6 +158,8 @@ pub async fn open_over(
         let opts = CacheOptions {
             disk_bytes: args.cache_size,
             memory_bytes: args.cache_memory,
+            // The origin and the AZ cache both hand over verified chunks.
+            verify_fills: false,
             ..CacheOptions::default()
         };
         let cache = WorkerCache::open(&dir, opts)

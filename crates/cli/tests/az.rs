@@ -73,6 +73,9 @@ fn start(dir: &Path, store: &Path, nodes: &str, cache: &Path, startup: &[String]
             .arg(store)
             .arg("--cache-dir")
             .arg(cache)
+            // The default 30 ms per stripe request is for a real AZ; a
+            // loaded 2-core CI machine stalls threads for longer than that.
+            .args(["--az-timeout", "1s"])
             .args(["--cache-nodes", nodes, "--stats-json"])
             .arg(&stats)
             .arg("--")
