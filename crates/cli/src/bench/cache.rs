@@ -12,7 +12,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use kindling_azcache::{AzClient, ClientConfig, Stripes};
@@ -25,8 +25,9 @@ use kindling_store::{S3Server, Store};
 /// Starts the cache nodes and an S3 server in this process on loopback,
 /// stores random 512 KiB chunks in each, then fetches them at each
 /// concurrency, variants interleaved round by round. Prints one JSON
-/// object: p50, p99 and p99.9 per variant and concurrency (microseconds),
-/// and the nodes' own GET handling time.
+/// object: p50, p99 and p99.9 per variant and concurrency (microseconds;
+/// misses - stripes later than --az-timeout - are counted and timed too),
+/// the nodes' own GET handling time and the cost of hashing one chunk.
 #[derive(Debug, clap::Args)]
 pub struct CacheArgs {
     /// Cache nodes to start.
@@ -47,6 +48,9 @@ pub struct CacheArgs {
     /// Requests in flight.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     in_flight: Vec<usize>,
+    /// Time limit of one stripe request (the agent's default).
+    #[arg(long, default_value = "30ms", value_parser = super::parse_duration)]
+    az_timeout: std::time::Duration,
 }
 
 fn parse_stripes(s: &str) -> Result<Stripes, String> {
@@ -75,26 +79,25 @@ enum Variant {
 }
 
 impl Variant {
-    async fn fetch(&self, name: &ChunkName) -> Result<()> {
+    /// Whether the chunk came back (a cluster miss - stripes late or
+    /// lost - is what sends a reader to the origin).
+    async fn fetch(&self, name: &ChunkName) -> Result<bool> {
         match self {
-            Variant::Az(c) => {
-                c.get(name)
-                    .await?
-                    .with_context(|| format!("chunk {name} missing from the cluster"))?;
-            }
+            Variant::Az(c) => Ok(c.get(name).await?.is_some()),
             Variant::Origin(s) => {
                 kindling_repo::read_chunk(s.as_ref(), name).await?;
+                Ok(true)
             }
         }
-        Ok(())
     }
 }
 
-fn quantiles(mut v: Vec<f64>) -> serde_json::Value {
+fn quantiles(mut v: Vec<f64>, misses: usize) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
     serde_json::json!({
         "p50_us": q(0.5), "p99_us": q(0.99), "p999_us": q(0.999), "max_us": q(1.0), "n": v.len(),
+        "misses": misses,
     })
 }
 
@@ -153,7 +156,7 @@ pub fn run(args: CacheArgs) -> Result<()> {
             }
             // Connections up, first-touch costs paid, before timing.
             for name in names.iter() {
-                variant.fetch(name).await?;
+                anyhow::ensure!(variant.fetch(name).await?, "chunk {name} did not come back");
             }
         }
         let base: Vec<GetHistogram> = nodes.iter().map(|n| n.node().stats().get_latency).collect();
@@ -161,29 +164,32 @@ pub fn run(args: CacheArgs) -> Result<()> {
         let mut results = serde_json::Map::new();
         for &c in &args.in_flight {
             let mut lat: Vec<Vec<f64>> = vec![Vec::new(); variants.len()];
+            let mut misses = vec![0; variants.len()];
             for r in 0..args.rounds {
                 eprintln!("{c} in flight, round {}/{}", r + 1, args.rounds);
                 for (v, (_, variant, names)) in variants.iter().enumerate() {
-                    let times: Vec<Result<f64>> = stream::iter(0..per_round)
+                    let times: Vec<Result<(f64, bool)>> = stream::iter(0..per_round)
                         .map(|i| {
                             let name = names[(i * 7919 + r) % names.len()];
                             async move {
                                 let t = Instant::now();
-                                variant.fetch(&name).await?;
-                                Ok(t.elapsed().as_secs_f64() * 1e6)
+                                let hit = variant.fetch(&name).await?;
+                                Ok((t.elapsed().as_secs_f64() * 1e6, hit))
                             }
                         })
                         .buffer_unordered(c.max(1))
                         .collect()
                         .await;
                     for t in times {
-                        lat[v].push(t?);
+                        let (us, hit) = t?;
+                        lat[v].push(us);
+                        misses[v] += usize::from(!hit);
                     }
                 }
             }
             let mut row = serde_json::Map::new();
-            for ((label, _, _), l) in variants.iter().zip(lat) {
-                row.insert(label.clone(), quantiles(l));
+            for (((label, _, _), l), m) in variants.iter().zip(lat).zip(misses) {
+                row.insert(label.clone(), quantiles(l, m));
             }
             results.insert(format!("in_flight_{c}"), row.into());
         }
