@@ -91,6 +91,12 @@ impl Opened {
     /// (for at most [`FILL_PATIENCE`]).
     pub async fn finish(&self) {
         self.save_trace().await;
+        self.drain_fills().await;
+    }
+
+    /// Waits (at most [`FILL_PATIENCE`]) for the AZ cache's background
+    /// fills: they are what spares the next worker the origin.
+    pub async fn drain_fills(&self) {
         if let Some(az) = &self.az {
             let deadline = tokio::time::Instant::now() + FILL_PATIENCE;
             while az.fills_in_flight() > 0 && tokio::time::Instant::now() < deadline {
@@ -309,7 +315,9 @@ pub fn mount(args: MountArgs) -> Result<()> {
     );
     let _ = rt.block_on(interruptible(std::future::pending::<Result<()>>()));
     mounted.unmount().context("unmounting")?;
-    rt.block_on(opened.finish());
+    // No trace: what a mount serves is not a container's start (a copy of
+    // the whole disk would make every later start prefetch all of it).
+    rt.block_on(opened.drain_fills());
     let s = disk.stats().snapshot();
     eprintln!(
         "unmounted: read {}, fetched {} ({} chunks from the origin, {} from the AZ cache, {} from the worker cache, {} zero)",
