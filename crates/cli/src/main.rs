@@ -51,6 +51,12 @@ enum Command {
 fn main() {
     let cli = Cli::parse();
     keep_chunk_buffers_on_the_heap();
+    if matches!(
+        cli.command,
+        Command::Mount(_) | Command::Run(_) | Command::Bench(_) | Command::Demo(_)
+    ) {
+        one_malloc_arena();
+    }
     let result = match cli.command {
         Command::Flatten(a) => flatten::run(a),
         Command::Chunks(a) => chunks::run(a),
@@ -84,5 +90,22 @@ fn keep_chunk_buffers_on_the_heap() {
     unsafe {
         libc::mallopt(libc::M_MMAP_THRESHOLD, 64 << 20);
         libc::mallopt(libc::M_TRIM_THRESHOLD, 128 << 20);
+    }
+}
+
+/// An agent runs dozens of threads (tokio's blocking pool does its disk
+/// I/O), and glibc gives each its own arena; with chunk buffers kept on
+/// the heap, every arena keeps its high-water mark. Serving python-ds that
+/// took the agent's peak RSS from 52 to 93 MiB, over its 64 MiB budget.
+/// One arena: the agent allocates a few thousand buffers a second, far
+/// too few for its lock to matter.
+/// An explicit MALLOC_ARENA_MAX wins.
+fn one_malloc_arena() {
+    if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
+        return;
+    }
+    // SAFETY: as above; called before any threads start.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
     }
 }
