@@ -2,9 +2,10 @@
 //! file, its chunks fetched on demand.
 //!
 //! * [`ImageReader`]: the async core. A read of (offset, length) maps to
-//!   chunks; each chunk comes from the small plaintext cache, or through the
+//!   chunks; each chunk comes from a small cache of verified chunks, or through the
 //!   [`ChunkSource`] tier chain (worker cache, AZ cache cluster, origin), is verified
-//!   against its name, decrypted and kept. Zero chunks cost no I/O;
+//!   against its name and kept; a read decrypts only what it returns. Zero
+//!   chunks cost no I/O;
 //!   concurrent reads of one chunk share one fetch.
 //! * [`Overlay`]: the copy-on-write layer. Writes land in a private sparse
 //!   file, page by page (4 KiB), tracked by a bitmap; nothing written ever

@@ -1,10 +1,13 @@
 //! The read path: (offset, length) -> chunks -> tiers -> verify -> decrypt.
 //!
-//! A small LRU of decrypted chunks absorbs the kernel's habit of reading a
-//! chunk in several pieces (128 KiB FUSE reads of a 512 KiB chunk would
-//! otherwise verify and decrypt it four times). In-flight fetches are
-//! shared: concurrent reads of one chunk wait on one fetch. Lock order:
-//! only `state` is ever locked, never across an await.
+//! A small LRU of verified ciphertext chunks absorbs the kernel's habit of
+//! reading a chunk in several pieces (128 KiB FUSE reads of a 512 KiB
+//! chunk would otherwise fetch and verify it four times). A read decrypts
+//! only the bytes it returns (CTR seeks), straight into its reply; the
+//! chunks kept are the very buffers the worker cache's memory tier holds,
+//! so keeping them costs no second copy. In-flight fetches are shared:
+//! concurrent reads of one chunk wait on one fetch. Lock order: only
+//! `state` is ever locked, never across an await.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::Ordering::Relaxed;
@@ -21,22 +24,21 @@ use crate::stats::Stats;
 /// How the reader caches.
 #[derive(Debug, Clone)]
 pub struct ReaderOptions {
-    /// Decrypted chunks kept in memory. Default 32 (16 MiB at 512 KiB):
-    /// with 16 the kernel's interleaved reads of a start re-verified and
-    /// re-decrypted python-app's chunks ~3 times each; 32 keeps the agent
-    /// inside its 64 MiB budget next to the worker cache's memory tier.
-    pub plaintext_chunks: usize,
+    /// Verified ciphertext chunks kept in memory. Default 32 (16 MiB at
+    /// 512 KiB, shared with the worker cache's memory tier): a start's
+    /// reads wander over more chunks than that, and every chunk dropped
+    /// too early is read, and hashed, again.
+    pub cached_chunks: usize,
 }
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        ReaderOptions {
-            plaintext_chunks: 16,
-        }
+        ReaderOptions { cached_chunks: 32 }
     }
 }
 
-type Plain = Arc<[u8]>;
+/// A stored chunk's verified ciphertext.
+type Cipher = bytes::Bytes;
 
 #[derive(Debug, Default)]
 struct State {
@@ -45,8 +47,8 @@ struct State {
     trace: Vec<u32>,
     traced: std::collections::HashSet<usize>,
     /// Most recently used last.
-    lru: VecDeque<(usize, Plain)>,
-    inflight: HashMap<usize, Arc<OnceCell<Plain>>>,
+    lru: VecDeque<(usize, Cipher)>,
+    inflight: HashMap<usize, Arc<OnceCell<Cipher>>>,
 }
 
 /// Reads an image through the tiers.
@@ -99,22 +101,27 @@ impl ImageReader {
         let last = ((end - 1) / cs) as usize;
         let chunks = try_join_all((first..=last).map(|i| self.chunk(i))).await?;
         let mut out = vec![0u8; (end - offset) as usize];
-        for (i, plain) in (first..=last).zip(chunks) {
+        for (i, cipher) in (first..=last).zip(chunks) {
             let chunk_start = i as u64 * cs;
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + cs);
-            if let Some(p) = plain {
-                let src = &p[(from - chunk_start) as usize..(to - chunk_start) as usize];
-                out[(from - offset) as usize..(to - offset) as usize].copy_from_slice(src);
+            if let (Some(c), Some(ChunkEntry::Stored { key, .. })) =
+                (cipher, self.manifest.chunks.get(i))
+            {
+                let src = &c[(from - chunk_start) as usize..(to - chunk_start) as usize];
+                let dst = &mut out[(from - offset) as usize..(to - offset) as usize];
+                dst.copy_from_slice(src);
+                cipher::decrypt_range(key, from - chunk_start, dst);
             }
         }
         Ok(out)
     }
 
-    /// The plaintext of chunk `index`, or `None` for a zero chunk.
-    pub async fn chunk(&self, index: usize) -> Result<Option<Plain>, AgentError> {
-        let (name, key) = match self.manifest.chunks.get(index) {
-            Some(ChunkEntry::Stored { name, key }) => (*name, key.clone()),
+    /// The verified ciphertext of chunk `index`, or `None` for a zero
+    /// chunk.
+    pub async fn chunk(&self, index: usize) -> Result<Option<Cipher>, AgentError> {
+        let name = match self.manifest.chunks.get(index) {
+            Some(ChunkEntry::Stored { name, .. }) => *name,
             Some(ChunkEntry::Zero) => {
                 self.stats.chunks_zero.fetch_add(1, Relaxed);
                 return Ok(None);
@@ -146,9 +153,7 @@ impl ImageReader {
                     ));
                 }
                 self.count(fetched.tier, fetched.bytes.len());
-                let mut plain = fetched.bytes.to_vec();
-                cipher::decrypt_in_place(&key, &mut plain);
-                Ok(Plain::from(plain))
+                Ok(fetched.bytes)
             })
             .await
             .cloned();
@@ -163,7 +168,7 @@ impl ImageReader {
             Ok(p) => {
                 if !s.lru.iter().any(|(i, _)| *i == index) {
                     s.lru.push_back((index, p.clone()));
-                    while s.lru.len() > self.opts.plaintext_chunks {
+                    while s.lru.len() > self.opts.cached_chunks {
                         s.lru.pop_front();
                     }
                 }

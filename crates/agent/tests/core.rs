@@ -93,7 +93,7 @@ fn reader_over(store: Arc<dyn Store>, cached: usize) -> ImageReader {
         Arc::new(Origin::new(store)),
         Arc::new(Stats::default()),
         ReaderOptions {
-            plaintext_chunks: cached,
+            cached_chunks: cached,
         },
     )
 }
