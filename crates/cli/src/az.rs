@@ -39,7 +39,7 @@ pub struct AzArgs {
     pub disabled: bool,
 }
 
-fn parse_stripes(s: &str) -> Result<Stripes, String> {
+pub(crate) fn parse_stripes(s: &str) -> Result<Stripes, String> {
     s.parse::<Stripes>().map_err(|e| e.to_string())
 }
 

@@ -16,7 +16,7 @@ use anyhow::Result;
 use bytes::Bytes;
 use futures_util::stream::{self, StreamExt};
 use kindling_azcache::{AzClient, ClientConfig, Stripes};
-use kindling_cachenode::{CacheNode, GetHistogram, NodeConfig, RunningNode};
+use kindling_cachenode::GetHistogram;
 use kindling_chunk::ChunkName;
 use kindling_store::{S3Server, Store};
 
@@ -34,7 +34,7 @@ pub struct CacheArgs {
     #[arg(long, default_value_t = 5)]
     nodes: usize,
     /// The striped variant; K+0 with the same K runs beside it.
-    #[arg(long, default_value = "4+1", value_parser = parse_stripes)]
+    #[arg(long, default_value = "4+1", value_parser = crate::az::parse_stripes)]
     stripes: Stripes,
     /// Distinct chunks per variant.
     #[arg(long, default_value_t = 64)]
@@ -51,10 +51,6 @@ pub struct CacheArgs {
     /// Time limit of one stripe request (the agent's default).
     #[arg(long, default_value = "30ms", value_parser = super::parse_duration)]
     az_timeout: std::time::Duration,
-}
-
-fn parse_stripes(s: &str) -> Result<Stripes, String> {
-    s.parse::<Stripes>().map_err(|e| e.to_string())
 }
 
 const CHUNK: usize = 512 << 10;
@@ -117,15 +113,7 @@ pub fn run(args: CacheArgs) -> Result<()> {
         .prefix("kindling-bench-cache-")
         .tempdir()?;
     rt.block_on(async {
-        let mut nodes = Vec::new();
-        for i in 0..args.nodes {
-            let node = CacheNode::open(NodeConfig::with_capacity(
-                work.path().join(format!("node{i}")),
-                4 << 30,
-            ))?;
-            let addr: SocketAddr = "127.0.0.1:0".parse()?;
-            nodes.push(RunningNode::start(Arc::new(node), addr).await?);
-        }
+        let nodes = super::local_cluster(args.nodes, work.path()).await?;
         let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr()).collect();
         let s3 = S3Server::start(&work.path().join("s3"))?;
         let origin = kindling_store::open(&s3.url(""), &s3.options())?;

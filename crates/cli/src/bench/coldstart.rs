@@ -292,16 +292,7 @@ async fn az_cluster(
     if agent.az.cluster()?.is_some() {
         return Ok((Vec::new(), agent_e));
     }
-    let mut nodes = Vec::new();
-    for i in 0..5 {
-        let node =
-            kindling_cachenode::CacheNode::open(kindling_cachenode::NodeConfig::with_capacity(
-                work.join(format!("az-node{i}")),
-                4 << 30,
-            ))?;
-        let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
-        nodes.push(kindling_cachenode::RunningNode::start(Arc::new(node), any).await?);
-    }
+    let nodes = super::local_cluster(5, &work.join("az")).await?;
     agent_e.az.cache_nodes = nodes.iter().map(|n| n.addr().to_string()).collect();
     Ok((nodes, agent_e))
 }

@@ -4,9 +4,12 @@
 mod cache;
 mod coldstart;
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Result;
+use kindling_cachenode::{CacheNode, NodeConfig, RunningNode};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum BenchCommand {
@@ -33,4 +36,19 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
         _ => return Err(format!("bad duration unit in {s:?} (us, ms or s)")),
     };
     Ok(Duration::from_secs_f64(secs))
+}
+
+/// `n` cache nodes of 4 GiB each, in this process on loopback ports, their
+/// flash tiers under `dir`: the benchmarks' AZ cache cluster.
+pub(crate) async fn local_cluster(n: usize, dir: &Path) -> Result<Vec<RunningNode>> {
+    let mut nodes = Vec::with_capacity(n);
+    for i in 0..n {
+        let node = CacheNode::open(NodeConfig::with_capacity(
+            dir.join(format!("node{i}")),
+            4 << 30,
+        ))?;
+        let any: std::net::SocketAddr = "127.0.0.1:0".parse()?;
+        nodes.push(RunningNode::start(Arc::new(node), any).await?);
+    }
+    Ok(nodes)
 }
