@@ -68,13 +68,7 @@ fn mount_serves_the_image_and_keeps_writes_private() {
         ])],
     );
     let store = dir.join("store");
-    run_ok(
-        kindling_in(&dir)
-            .arg("push")
-            .arg(&layout)
-            .args(["--name", "t:1", "--store"])
-            .arg(&store),
-    );
+    push_to(&dir, &layout, "t:1", &store);
     let flat = dir.join("flat.img");
     flatten_json(layout.as_os_str(), &flat, &[]);
     let before = sha256_file(&flat);
@@ -177,13 +171,7 @@ fn corpus_images_run_lazily() {
     let store = dir.join("store");
     for image in json["images"].as_array().unwrap() {
         let name = image["name"].as_str().unwrap();
-        run_ok(
-            kindling_in(&dir)
-                .arg("push")
-                .arg(corpus.join("images").join(name))
-                .args(["--name", name, "--store"])
-                .arg(&store),
-        );
+        push_to(&dir, &corpus.join("images").join(name), name, &store);
         let startup: Vec<String> = image["startup"]
             .as_array()
             .unwrap()
@@ -244,13 +232,7 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
     };
     let dir = scratch("agent", "run-exit");
     let store = dir.join("store");
-    run_ok(
-        kindling_in(&dir)
-            .arg("push")
-            .arg(corpus.join("images/debian-slim"))
-            .args(["--name", "deb", "--store"])
-            .arg(&store),
-    );
+    push_to(&dir, &corpus.join("images/debian-slim"), "deb", &store);
     let run = |args: &[&str]| {
         output(
             kindling_in(&dir)
@@ -307,13 +289,7 @@ fn a_killed_run_is_cleaned_up() {
     };
     let dir = scratch("agent", "run-killed");
     let store = dir.join("store");
-    run_ok(
-        kindling_in(&dir)
-            .arg("push")
-            .arg(corpus.join("images/debian-slim"))
-            .args(["--name", "deb", "--store"])
-            .arg(&store),
-    );
+    push_to(&dir, &corpus.join("images/debian-slim"), "deb", &store);
     let mut child = kindling_in(&dir)
         .args(["run", "deb", "--store"])
         .arg(&store)
@@ -386,13 +362,7 @@ fn origin_lost_mid_run_names_the_chunk() {
     let dir = scratch("agent", "run-origin-lost");
     let server = kindling_store::S3Server::start(&dir.join("s3")).unwrap();
     let s3 = |c: &mut Command| {
-        c.env("AWS_ENDPOINT_URL", server.endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", kindling_store::S3Server::ACCESS_KEY_ID)
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                kindling_store::S3Server::SECRET_ACCESS_KEY,
-            );
+        with_s3(c, &server);
     };
     let url = server.url("origin");
     let mut push = kindling_in(&dir);
@@ -491,13 +461,7 @@ fn concurrent_runs_share_the_worker_cache() {
     let dir = scratch("agent", "run-16");
     let store = dir.join("store");
     let cache = dir.join("cache");
-    run_ok(
-        kindling_in(&dir)
-            .arg("push")
-            .arg(corpus.join("images/debian-slim"))
-            .args(["--name", "deb", "--store"])
-            .arg(&store),
-    );
+    push_to(&dir, &corpus.join("images/debian-slim"), "deb", &store);
     let children: Vec<_> = (0..16)
         .map(|i| {
             kindling_in(&dir)

@@ -117,13 +117,7 @@ fn corpus_image_runs_through_the_az_cache() {
     let expected = fs::read_to_string(corpus.join("startup/python-app-v1.out")).unwrap();
     let dir = scratch("az", "run");
     let store = dir.join("store");
-    run_ok(
-        kindling_in(&dir)
-            .arg("push")
-            .arg(corpus.join("images/python-app-v1"))
-            .args(["--name", "app", "--store"])
-            .arg(&store),
-    );
+    push_to(&dir, &corpus.join("images/python-app-v1"), "app", &store);
     let mut nodes: Vec<Node> = (0..5)
         .map(|i| Node::start(&dir, &dir.join(format!("node{i}"))))
         .collect();

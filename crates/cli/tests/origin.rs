@@ -151,13 +151,7 @@ fn push_and_fetch_through_s3() {
     let dir = scratch("origin", "s3");
     let server = kindling_store::S3Server::start(&dir.join("s3")).unwrap();
     let s3 = |c: &mut Command| {
-        c.env("AWS_ENDPOINT_URL", server.endpoint())
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", kindling_store::S3Server::ACCESS_KEY_ID)
-            .env(
-                "AWS_SECRET_ACCESS_KEY",
-                kindling_store::S3Server::SECRET_ACCESS_KEY,
-            );
+        with_s3(c, &server);
     };
     let url = server.url("origin");
     let source = corpus.join("images/python-app-v1");

@@ -669,3 +669,26 @@ pub fn noise(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// `kindling push SOURCE --name NAME --store STORE`, which must succeed.
+pub fn push_to(data: &Path, source: &Path, name: &str, store: &Path) -> String {
+    run_ok(
+        kindling_in(data)
+            .arg("push")
+            .arg(source)
+            .args(["--name", name, "--store"])
+            .arg(store),
+    )
+}
+
+/// Points `cmd` at `server` with its credentials, as a user would: the
+/// standard AWS environment.
+pub fn with_s3<'a>(cmd: &'a mut Command, server: &kindling_store::S3Server) -> &'a mut Command {
+    cmd.env("AWS_ENDPOINT_URL", server.endpoint())
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ACCESS_KEY_ID", kindling_store::S3Server::ACCESS_KEY_ID)
+        .env(
+            "AWS_SECRET_ACCESS_KEY",
+            kindling_store::S3Server::SECRET_ACCESS_KEY,
+        )
+}
