@@ -138,22 +138,15 @@ impl<V: Weighed> Tier<V> {
             .map(<[u64]>::to_vec)
             .unwrap_or_default();
         let replaced = self.remove(&key);
-        let mut evicted = Vec::new();
         let size = value.weight();
         if size > self.bound {
-            return Displaced { replaced, evicted };
-        }
-        while self.used + size > self.bound {
-            let Some(victim) = self.lru.pop_victim() else {
-                debug_assert!(false, "tier uses {} bytes but has no entry", self.used);
-                break;
+            return Displaced {
+                replaced,
+                evicted: Vec::new(),
             };
-            if let Some(gone) = self.entries.remove(&victim) {
-                self.used -= gone.weight();
-                self.evictions += 1;
-                evicted.push((victim, gone));
-            }
         }
+        // size <= bound: no underflow.
+        let evicted = self.evict_until(self.bound - size);
         stamps.extend_from_slice(history);
         for stamp in stamps {
             self.lru.record_access(key, stamp);
@@ -178,8 +171,13 @@ impl<V: Weighed> Tier<V> {
     /// Changes the bound, evicting LRU-K victims until the tier fits.
     fn set_bound(&mut self, bound: u64) -> Vec<(StripeKey, V)> {
         self.bound = bound;
+        self.evict_until(bound)
+    }
+
+    /// Evicts LRU-K victims until the tier holds at most `limit` bytes.
+    fn evict_until(&mut self, limit: u64) -> Vec<(StripeKey, V)> {
         let mut evicted = Vec::new();
-        while self.used > self.bound {
+        while self.used > limit {
             let Some(victim) = self.lru.pop_victim() else {
                 debug_assert!(false, "tier uses {} bytes but has no entry", self.used);
                 break;
