@@ -13,6 +13,9 @@ pub enum AgentError {
     },
     #[error("overlay")]
     Overlay(#[from] std::io::Error),
+    /// Pushing a chunk into the kernel's page cache failed.
+    #[error("preloading into the page cache")]
+    Preload(#[source] std::io::Error),
     #[error("the disk is read-only")]
     ReadOnly,
     #[error("access beyond the end of the image ({size} bytes)")]

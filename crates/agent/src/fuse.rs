@@ -31,6 +31,57 @@ struct DiskFs {
     rt: tokio::runtime::Handle,
     uid: u32,
     gid: u32,
+    /// Set once the kernel has looked `disk.img` up: before that, a store
+    /// into its page cache is silently dropped (the inode is unknown).
+    known: Arc<Known>,
+}
+
+#[derive(Debug, Default)]
+struct Known {
+    yes: std::sync::Mutex<bool>,
+    cond: std::sync::Condvar,
+}
+
+impl Known {
+    fn set(&self) {
+        *self.yes.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        self.cond.notify_all();
+    }
+
+    fn wait(&self, patience: Duration) -> bool {
+        let yes = self.yes.lock().unwrap_or_else(|p| p.into_inner());
+        let (yes, _) = self
+            .cond
+            .wait_timeout_while(yes, patience, |yes| !*yes)
+            .unwrap_or_else(|p| p.into_inner());
+        *yes
+    }
+}
+
+/// Pushes bytes into the kernel's page cache of `disk.img`
+/// (FUSE_NOTIFY_STORE).
+struct PageCache {
+    notifier: fuser::Notifier,
+    known: Arc<Known>,
+}
+
+impl std::fmt::Debug for PageCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PageCache").finish_non_exhaustive()
+    }
+}
+
+/// How long a store waits for the kernel to look `disk.img` up (whoever
+/// mounted it opens it right away).
+const LOOKUP_PATIENCE: Duration = Duration::from_secs(10);
+
+impl crate::PageSink for PageCache {
+    fn store(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        if !self.known.wait(LOOKUP_PATIENCE) {
+            return Err(std::io::Error::other("disk.img was never opened"));
+        }
+        self.notifier.store(FILE, offset, data)
+    }
 }
 
 impl DiskFs {
@@ -69,6 +120,7 @@ impl Filesystem for DiskFs {
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         if parent == ROOT && name == DISK_FILE {
             reply.entry(&TTL, &self.attr(FILE), Generation(0));
+            self.known.set();
         } else {
             reply.error(Errno::ENOENT);
         }
@@ -341,7 +393,14 @@ pub fn mount(
     // SAFETY: getuid/getgid cannot fail.
     let (uid, gid) = unsafe { (libc::getuid(), libc::getgid()) };
     let read_only = disk.read_only();
-    let fs = DiskFs { disk, rt, uid, gid };
+    let known = Arc::new(Known::default());
+    let fs = DiskFs {
+        disk: disk.clone(),
+        rt,
+        uid,
+        gid,
+        known: known.clone(),
+    };
     let mut config = fuser::Config::default();
     config.mount_options = vec![
         MountOption::FSName("kindling".into()),
@@ -358,6 +417,12 @@ pub fn mount(
     config.acl = SessionACL::RootAndOwner;
     config.n_threads = Some(2);
     let session = fuser::spawn_mount(fs, mountpoint, &config)?;
+    if read_only {
+        // Nobody writes a read-only disk, so no store can race a write.
+        let notifier = session.notifier();
+        disk.reader()
+            .attach_page_sink(Arc::new(PageCache { notifier, known }));
+    }
     Ok(Mounted {
         session: Some(session),
         mountpoint: mountpoint.canonicalize()?,

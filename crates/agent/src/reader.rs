@@ -29,16 +29,40 @@ pub struct ReaderOptions {
     /// reads wander over more chunks than that, and every chunk dropped
     /// too early is read, and hashed, again.
     pub cached_chunks: usize,
+    /// Prefetched chunks are decrypted and pushed into the kernel's page
+    /// cache of the disk file (a [`PageSink`], attached once the file is
+    /// served), so the kernel's reads of them never reach the agent.
+    /// Prefetches wait for the sink. Only for a disk nobody writes: a
+    /// store racing a write could put old bytes over new ones.
+    pub preload: bool,
 }
 
 impl Default for ReaderOptions {
     fn default() -> Self {
-        ReaderOptions { cached_chunks: 32 }
+        ReaderOptions {
+            cached_chunks: 32,
+            preload: false,
+        }
     }
+}
+
+/// Where preloaded chunks go: the kernel's page cache of the disk file.
+pub trait PageSink: Send + Sync + std::fmt::Debug {
+    /// Puts `data` at `offset` of the disk file. Blocks (it copies).
+    fn store(&self, offset: u64, data: &[u8]) -> std::io::Result<()>;
 }
 
 /// A stored chunk's verified ciphertext.
 type Cipher = bytes::Bytes;
+
+/// Who wants a chunk: a read keeps it (in the small cache, in the trace);
+/// a preload hands it to the page cache and must not push out what reads
+/// keep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Use {
+    Read,
+    Preload,
+}
 
 #[derive(Debug, Default)]
 struct State {
@@ -59,6 +83,7 @@ pub struct ImageReader {
     stats: Arc<Stats>,
     opts: ReaderOptions,
     state: Mutex<State>,
+    sink: tokio::sync::watch::Sender<Option<Arc<dyn PageSink>>>,
 }
 
 impl ImageReader {
@@ -74,7 +99,13 @@ impl ImageReader {
             stats,
             opts,
             state: Mutex::new(State::default()),
+            sink: tokio::sync::watch::Sender::new(None),
         }
+    }
+
+    /// Where preloaded chunks go from now on (see [`ReaderOptions::preload`]).
+    pub fn attach_page_sink(&self, sink: Arc<dyn PageSink>) {
+        self.sink.send_replace(Some(sink));
     }
 
     pub fn size(&self) -> u64 {
@@ -120,6 +151,10 @@ impl ImageReader {
     /// The verified ciphertext of chunk `index`, or `None` for a zero
     /// chunk.
     pub async fn chunk(&self, index: usize) -> Result<Option<Cipher>, AgentError> {
+        self.chunk_as(index, Use::Read).await
+    }
+
+    async fn chunk_as(&self, index: usize, usage: Use) -> Result<Option<Cipher>, AgentError> {
         let name = match self.manifest.chunks.get(index) {
             Some(ChunkEntry::Stored { name, .. }) => *name,
             Some(ChunkEntry::Zero) => {
@@ -130,7 +165,7 @@ impl ImageReader {
         };
         let cell = {
             let mut s = self.lock();
-            if s.traced.insert(index) {
+            if usage == Use::Read && s.traced.insert(index) {
                 s.trace.push(index as u32);
             }
             if let Some(pos) = s.lru.iter().position(|(i, _)| *i == index) {
@@ -166,7 +201,7 @@ impl ImageReader {
         }
         match result {
             Ok(p) => {
-                if !s.lru.iter().any(|(i, _)| *i == index) {
+                if usage == Use::Read && !s.lru.iter().any(|(i, _)| *i == index) {
                     s.lru.push_back((index, p.clone()));
                     while s.lru.len() > self.opts.cached_chunks {
                         s.lru.pop_front();
@@ -216,22 +251,67 @@ impl ImageReader {
         let this = self.clone();
         tokio::spawn(async move {
             use futures_util::stream::{self, StreamExt};
+            let sink = if this.opts.preload {
+                let mut rx = this.sink.subscribe();
+                let sink = match rx.wait_for(Option::is_some).await {
+                    Ok(s) => s.clone(),
+                    Err(_) => return,
+                };
+                sink
+            } else {
+                None
+            };
             stream::iter(indices)
                 .for_each_concurrent(concurrency.max(1), |i| {
                     let this = this.clone();
+                    let sink = sink.clone();
                     async move {
-                        let Some(ChunkEntry::Stored { name, .. }) = this.manifest.chunks.get(i)
-                        else {
-                            return;
-                        };
                         // Errors are left for the read that needs the chunk.
-                        if let Ok(Some(f)) = this.source.prefetch(name).await {
-                            this.count(f.tier, f.bytes.len());
+                        match sink {
+                            Some(sink) => {
+                                let _ = this.preload(i, sink).await;
+                            }
+                            None => {
+                                let Some(ChunkEntry::Stored { name, .. }) =
+                                    this.manifest.chunks.get(i)
+                                else {
+                                    return;
+                                };
+                                if let Ok(Some(f)) = this.source.prefetch(name).await {
+                                    this.count(f.tier, f.bytes.len());
+                                }
+                            }
                         }
                     }
                 })
                 .await;
         });
+    }
+
+    /// Fetches chunk `index`, decrypts it whole and stores it in `sink`.
+    async fn preload(&self, index: usize, sink: Arc<dyn PageSink>) -> Result<(), AgentError> {
+        let Some(ChunkEntry::Stored { key, .. }) = self.manifest.chunks.get(index) else {
+            return Ok(());
+        };
+        let key = key.clone();
+        let Some(cipher) = self.chunk_as(index, Use::Preload).await? else {
+            return Ok(());
+        };
+        let offset = self.manifest.chunk_offset(index);
+        let stats = self.stats.clone();
+        let stored = tokio::task::spawn_blocking(move || {
+            let mut plain = cipher.to_vec();
+            cipher::decrypt_range(&key, 0, &mut plain);
+            sink.store(offset, &plain)?;
+            stats.bytes_preloaded.fetch_add(plain.len() as u64, Relaxed);
+            Ok::<_, std::io::Error>(())
+        })
+        .await;
+        match stored {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(AgentError::Preload(e)),
+            Err(e) => Err(AgentError::Preload(std::io::Error::other(e))),
+        }
     }
 
     fn count(&self, tier: Tier, len: usize) {

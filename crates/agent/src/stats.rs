@@ -9,6 +9,9 @@ pub struct Stats {
     pub bytes_read: AtomicU64,
     /// Bytes the kernel wrote (all to the overlay).
     pub bytes_written: AtomicU64,
+    /// Bytes pushed into the kernel's page cache before it asked (reads
+    /// of them never reach the agent, so they are not in `bytes_read`).
+    pub bytes_preloaded: AtomicU64,
     /// Chunk bytes that came from tiers below the worker cache.
     pub bytes_fetched: AtomicU64,
     pub chunks_origin: AtomicU64,
@@ -30,6 +33,7 @@ pub struct Stats {
 pub struct StatsSnapshot {
     pub bytes_read: u64,
     pub bytes_written: u64,
+    pub bytes_preloaded: u64,
     pub bytes_fetched: u64,
     pub chunks_origin: u64,
     pub chunks_az: u64,
@@ -61,6 +65,7 @@ impl Stats {
         StatsSnapshot {
             bytes_read: self.bytes_read.load(Relaxed),
             bytes_written: self.bytes_written.load(Relaxed),
+            bytes_preloaded: self.bytes_preloaded.load(Relaxed),
             bytes_fetched: self.bytes_fetched.load(Relaxed),
             chunks_origin: self.chunks_origin.load(Relaxed),
             chunks_az: self.chunks_az.load(Relaxed),

@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use kindling_agent::{Disk, ImageReader, Origin, Overlay, ReaderOptions, Stats};
+use kindling_agent::{Disk, ImageReader, Origin, Overlay, PageSink, ReaderOptions, Stats};
 use kindling_chunk::{Manifest, TenantKey};
 use kindling_repo::Repo;
 use kindling_store::{FaultyStore, LocalStore, Op, RetryPolicy, Retrying, Store};
@@ -94,6 +94,7 @@ fn reader_over(store: Arc<dyn Store>, cached: usize) -> ImageReader {
         Arc::new(Stats::default()),
         ReaderOptions {
             cached_chunks: cached,
+            ..ReaderOptions::default()
         },
     )
 }
@@ -260,4 +261,70 @@ fn an_unreachable_or_corrupt_origin_fails_reads_without_hanging() {
     );
     faulty.clear_faults();
     assert_eq!(rt().block_on(r.read(0, 4096)).unwrap(), f.reference[..4096]);
+}
+
+/// Records what a preload stores.
+#[derive(Debug, Default)]
+struct Recorded(std::sync::Mutex<Vec<(u64, Vec<u8>)>>);
+
+impl PageSink for Recorded {
+    fn store(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+        self.0.lock().unwrap().push((offset, data.to_vec()));
+        Ok(())
+    }
+}
+
+/// A preload waits for its sink, then stores each stored chunk it was
+/// given whole and decrypted at its offset - the image's bytes exactly -
+/// and skips zero chunks; it neither enters the trace nor counts as read.
+#[test]
+fn preload_stores_decrypted_chunks_once_a_sink_is_attached() {
+    let f = fixture();
+    let r = Arc::new(ImageReader::new(
+        f.manifest.clone(),
+        Arc::new(Origin::new(local())),
+        Arc::new(Stats::default()),
+        ReaderOptions {
+            preload: true,
+            ..ReaderOptions::default()
+        },
+    ));
+    let all: Vec<usize> = (0..f.manifest.chunks.len()).collect();
+    let stored_chunks = f
+        .manifest
+        .chunks
+        .iter()
+        .filter(|c| matches!(c, kindling_chunk::ChunkEntry::Stored { .. }))
+        .count();
+    let sink = Arc::new(Recorded::default());
+    rt().block_on(async {
+        r.prefetch_chunks(all, 4);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(sink.0.lock().unwrap().is_empty());
+        r.attach_page_sink(sink.clone());
+        let t = std::time::Instant::now();
+        while sink.0.lock().unwrap().len() < stored_chunks {
+            assert!(t.elapsed() < Duration::from_secs(10), "preload stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let got = sink.0.lock().unwrap();
+    assert_eq!(got.len(), stored_chunks);
+    let mut offsets = std::collections::HashSet::new();
+    for (offset, data) in got.iter() {
+        let at = *offset as usize;
+        assert_eq!(
+            &data[..],
+            &f.reference[at..at + data.len()],
+            "chunk at {offset}"
+        );
+        assert!(offsets.insert(*offset), "chunk at {offset} stored twice");
+    }
+    let s = r.stats().snapshot();
+    assert_eq!(
+        s.bytes_preloaded,
+        got.iter().map(|(_, d)| d.len() as u64).sum::<u64>()
+    );
+    assert_eq!(s.bytes_read, 0);
+    assert!(r.trace().is_empty());
 }

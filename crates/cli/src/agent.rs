@@ -24,10 +24,13 @@ pub struct AgentArgs {
     pub key: KeyArgs,
     #[command(flatten)]
     pub az: AzArgs,
-    /// Serve the disk read-only (no copy-on-write overlay).
+    /// Serve the disk read-only (no copy-on-write overlay); for `run`, the
+    /// container's root is read-only too. A read-only disk gets the
+    /// kernel's page cache filled ahead of reads.
     #[arg(long)]
     pub read_only: bool,
-    /// Where the copy-on-write overlay's (unlinked, sparse) file lives
+    /// Where the copy-on-write overlay lives: the block overlay's
+    /// (unlinked, sparse) file, or `run`'s overlayfs upper directory
     /// [default: $TMPDIR].
     #[arg(long, value_name = "DIR")]
     pub overlay_dir: Option<PathBuf>,
@@ -178,7 +181,10 @@ pub async fn open_over(
         Arc::new(manifest),
         source,
         Arc::new(Stats::default()),
-        ReaderOptions::default(),
+        ReaderOptions {
+            preload: args.read_only,
+            ..ReaderOptions::default()
+        },
     );
     let overlay = if args.read_only {
         None
@@ -247,6 +253,7 @@ impl Opened {
         let mut v = serde_json::json!({
             "name": name, "manifest": self.manifest, "image_bytes": self.disk.size(),
             "bytes_read": s.bytes_read, "bytes_written": s.bytes_written,
+            "bytes_preloaded": s.bytes_preloaded,
             "bytes_fetched": s.bytes_fetched, "chunks_origin": s.chunks_origin,
             "chunks_az": s.chunks_az, "chunks_worker_cache": s.chunks_worker_cache,
             "chunks_zero": s.chunks_zero, "chunks_memory": s.chunks_memory,

@@ -299,7 +299,9 @@ fn run_lazily(args: &Args) -> Result<()> {
     let agent = crate::agent::AgentArgs {
         store: args.store.clone(),
         key: args.key.clone(),
-        read_only: false,
+        // The container writes to an overlayfs upper directory; the disk
+        // stays read-only (see `run --cow`).
+        read_only: true,
         overlay_dir: None,
         cache_dir: Some(data_dir().join("demo/cache")),
         cache_size: 1 << 30,
@@ -315,7 +317,13 @@ fn run_lazily(args: &Args) -> Result<()> {
     let opened = rt.block_on(crate::agent::open(&agent, "kindling-demo:latest"))?;
     println!("lazy run of kindling-demo:latest (container output follows):");
     std::io::stdout().flush().ok();
-    let ran = crate::run::run_opened(&opened, &rt, false, &[], None)?;
+    let ran = crate::run::run_opened(
+        &opened,
+        &rt,
+        &crate::run::Root::new(false, crate::run::Cow::Files, None),
+        &[],
+        None,
+    )?;
     let s = opened.disk.stats().snapshot();
     println!(
         "container exited {} after {:.0} ms (first output at {:.0} ms): read {} of the {} image, \

@@ -249,11 +249,39 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
     // The first start recorded its (sealed) trace for later starts.
     let traces: Vec<_> = fs::read_dir(store.join("traces")).unwrap().collect();
     assert_eq!(traces.len(), 1);
-    // Writes work on the overlay, and are gone in the next run.
-    let o = run(&["--", "sh", "-c", "echo data > /etc/new && cat /etc/new"]);
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "data\n", "{}", show(&o));
-    let o = run(&["--", "cat", "/etc/new"]);
-    assert!(!o.status.success());
+    // Writes work, in either copy-on-write layer, and are gone in the
+    // next run.
+    for cow in ["files", "blocks"] {
+        let o = run(&[
+            "--cow",
+            cow,
+            "--",
+            "sh",
+            "-c",
+            "echo data > /etc/new && rm /etc/os-release && cat /etc/new",
+        ]);
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "data\n",
+            "{cow}: {}",
+            show(&o)
+        );
+        let o = run(&["--", "cat", "/etc/new", "/etc/os-release"]);
+        assert_eq!(o.status.code(), Some(1), "{cow}: {}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Debian"));
+    }
+    // With a trace, the default run fills the kernel's page cache ahead
+    // of reads; the block overlay (a writable disk) cannot.
+    for (cow, preloads) in [("files", true), ("blocks", false)] {
+        let stats = dir.join(format!("{cow}.json"));
+        let stats_arg = stats.to_str().unwrap();
+        let o = run(&["--cow", cow, "--stats-json", stats_arg, "--", "true"]);
+        assert!(o.status.success(), "{}", show(&o));
+        let s: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&stats).unwrap()).unwrap();
+        let preloaded = s["bytes_preloaded"].as_u64().unwrap();
+        assert_eq!(preloaded > 0, preloads, "{cow}: {s}");
+    }
     // --read-only refuses writes.
     let o = run(&["--read-only", "--", "sh", "-c", "echo x > /etc/new"]);
     assert!(!o.status.success(), "{}", show(&o));
@@ -290,7 +318,22 @@ fn a_killed_run_is_cleaned_up() {
     let dir = scratch("agent", "run-killed");
     let store = dir.join("store");
     push_to(&dir, &corpus.join("images/debian-slim"), "deb", &store);
+    let tmp = dir.join("tmp");
+    fs::create_dir_all(&tmp).unwrap();
+    let run_dirs = || {
+        fs::read_dir(&tmp)
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with("kindling-run-")
+            })
+            .count()
+    };
     let mut child = kindling_in(&dir)
+        .env("TMPDIR", &tmp)
         .args(["run", "deb", "--store"])
         .arg(&store)
         .args(["--", "sh", "-c", "sleep 0; echo up; exec sleep 600"])
@@ -320,19 +363,28 @@ fn a_killed_run_is_cleaned_up() {
     // Its container is still running (sleep is in the page cache, so it
     // does not notice the agent is gone): nothing could stop it.
     assert_eq!(ours("/run/kindling/runc"), 1);
+    assert_eq!(run_dirs(), 1);
     let o = output(
         kindling_in(&dir)
+            .env("TMPDIR", &tmp)
             .args(["run", "deb", "--store"])
             .arg(&store)
             .args(["--", "true"]),
     );
     assert!(o.status.success(), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
     assert!(
-        String::from_utf8_lossy(&o.stderr).contains("left by killed runs"),
+        err.contains("container(s) left by killed runs")
+            && err.contains("run director(ies) left by killed runs"),
         "{}",
         show(&o)
     );
     assert_eq!(ours("/run/kindling/bundles"), 0);
+    assert_eq!(
+        run_dirs(),
+        0,
+        "the killed run's directory (and upper layer) is left"
+    );
     // The loop device goes when the kernel tears the mounts down, which
     // follows the container's death by a moment.
     let t = Instant::now();
@@ -501,15 +553,22 @@ fn concurrent_runs_share_the_worker_cache() {
     assert_no_leaks();
 
     let before = (files(&store), files(&cache));
-    let o = output(
-        kindling_in(&dir)
-            .args(["run", "deb", "--store"])
-            .arg(&store)
-            .arg("--cache-dir")
-            .arg(&cache)
-            .args(["--", "sh", "-c", "dd if=/dev/urandom of=/var/big bs=1M count=8 2>/dev/null && rm -rf /usr/share/doc && echo done"]),
-    );
-    assert_eq!(String::from_utf8_lossy(&o.stdout), "done\n", "{}", show(&o));
+    for cow in ["files", "blocks"] {
+        let o = output(
+            kindling_in(&dir)
+                .args(["run", "deb", "--cow", cow, "--store"])
+                .arg(&store)
+                .arg("--cache-dir")
+                .arg(&cache)
+                .args(["--", "sh", "-c", "dd if=/dev/urandom of=/var/big bs=1M count=8 2>/dev/null && rm -rf /usr/share/doc && echo x >> /usr/bin/dpkg && echo done"]),
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "done\n",
+            "{cow}: {}",
+            show(&o)
+        );
+    }
     let (store_after, cache_after) = (files(&store), files(&cache));
     assert!(
         before.0 == store_after,

@@ -280,9 +280,9 @@ impl Container {
                 continue;
             };
             // No owner file yet: a run is creating it right now.
-            let Some(owner) = fs::read_to_string(entry.path().join(OWNER_FILE))
+            let Some(owner) = fs::read_to_string(entry.path().join(crate::owner::OWNER_FILE))
                 .ok()
-                .and_then(|s| Owner::parse(&s))
+                .and_then(|s| crate::owner::Owner::parse(&s))
             else {
                 continue;
             };
@@ -355,55 +355,6 @@ impl Drop for Teardown {
     }
 }
 
-/// The file in a bundle naming the process that runs it: a bundle whose
-/// owner is gone was left by a run that was killed (SIGKILL, OOM, power
-/// loss of a VM), and its container may still be running.
-const OWNER_FILE: &str = "owner";
-
-/// A process, told apart from a later one with the same pid by its start
-/// time (clock ticks since boot, /proc/PID/stat field 22).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Owner {
-    pid: u32,
-    start: u64,
-}
-
-impl Owner {
-    fn me() -> Owner {
-        let pid = std::process::id();
-        Owner {
-            pid,
-            start: start_time(pid).unwrap_or(0),
-        }
-    }
-
-    fn parse(s: &str) -> Option<Owner> {
-        let (pid, start) = s.trim().split_once(' ')?;
-        Some(Owner {
-            pid: pid.parse().ok()?,
-            start: start.parse().ok()?,
-        })
-    }
-
-    fn alive(&self) -> bool {
-        start_time(self.pid) == Some(self.start)
-    }
-}
-
-impl fmt::Display for Owner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} {}", self.pid, self.start)
-    }
-}
-
-fn start_time(pid: u32) -> Option<u64> {
-    let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name (field 2) may hold spaces and parentheses; the
-    // fields after its closing parenthesis start at field 3.
-    let rest = &stat[stat.rfind(')')? + 1..];
-    rest.split_whitespace().nth(19)?.parse().ok()
-}
-
 /// Creates `BUNDLE_DIR/ID` (and the state directory); the bundle
 /// directory's creation is what reserves the id among concurrent runs.
 fn claim_bundle(opts: &RunOptions, id: &str) -> Result<PathBuf, RuntimeError> {
@@ -420,8 +371,8 @@ fn claim_bundle(opts: &RunOptions, id: &str) -> Result<PathBuf, RuntimeError> {
     let bundle = opts.bundle_dir.join(id);
     match fs::create_dir(&bundle) {
         Ok(()) => {
-            let owner = bundle.join(OWNER_FILE);
-            fs::write(&owner, Owner::me().to_string())
+            let owner = bundle.join(crate::owner::OWNER_FILE);
+            fs::write(&owner, crate::owner::Owner::me().to_string())
                 .map_err(|e| RuntimeError::io("write", &owner, e))?;
             Ok(bundle)
         }
@@ -662,31 +613,6 @@ fn runc_error(log: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn owners_are_told_apart_from_dead_processes() {
-        let me = Owner::me();
-        assert!(me.start > 0);
-        assert_eq!(Owner::parse(&me.to_string()), Some(me));
-        assert!(me.alive());
-        // Same pid, another start time: a reused pid is not the owner.
-        assert!(!Owner {
-            start: me.start + 1,
-            ..me
-        }
-        .alive());
-        let mut child = Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        let owner = Owner {
-            pid,
-            start: start_time(pid).unwrap_or(1),
-        };
-        child.wait().unwrap();
-        assert!(!owner.alive());
-        for bad in ["", "12", "x 1", "1 y", "1 2 3"] {
-            assert_eq!(Owner::parse(bad), None, "{bad:?}");
-        }
-    }
 
     #[test]
     fn ids_follow_runc() {

@@ -38,6 +38,7 @@ mod error;
 mod loopdev;
 mod mount;
 mod namespace;
+mod owner;
 mod process;
 mod rootfs;
 mod signals;
@@ -50,8 +51,9 @@ pub use container::{
 };
 pub use error::RuntimeError;
 pub use loopdev::LoopDevice;
-pub use mount::{mount_ext4, Mounted};
+pub use mount::{mount_ext4, mount_overlay, Mounted};
 pub use namespace::private_mount_namespace;
+pub use owner::{claim_dir, sweep_dirs};
 pub use process::{process_from_image, ProcessSpec, DEFAULT_PATH};
 pub use signals::{forward_signals, FORCE_KILL_AFTER, FORWARDED_SIGNALS};
 pub use spec::DEFAULT_CAPABILITIES;

@@ -50,6 +50,63 @@ pub fn mount_ext4(dev: &Path, target: &Path, read_only: bool) -> Result<Mounted,
     })
 }
 
+/// Mounts an overlayfs at `target`: `lower` (read-only, typically the
+/// image's ext4 mount) under `upper`, where every write lands; `work` is
+/// overlayfs's scratch directory, on the same filesystem as `upper`.
+///
+/// This is how a container writes while the image's disk stays read-only:
+/// nothing it writes can reach the disk, and the agent may fill the
+/// kernel's page cache of the disk ahead of reads without racing a write.
+pub fn mount_overlay(
+    lower: &Path,
+    upper: &Path,
+    work: &Path,
+    target: &Path,
+) -> Result<Mounted, RuntimeError> {
+    let err = |source| RuntimeError::Mount {
+        dev: PathBuf::from("overlay"),
+        target: target.to_owned(),
+        source,
+    };
+    let mut data = String::new();
+    for (key, dir) in [("lowerdir", lower), ("upperdir", upper), ("workdir", work)] {
+        let Some(text) = dir.to_str().filter(|d| !d.contains([',', ':', '\\'])) else {
+            return Err(err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "overlayfs cannot take {key} {}: not UTF-8, or has ',', ':' or '\\'",
+                    dir.display()
+                ),
+            )));
+        };
+        if !data.is_empty() {
+            data.push(',');
+        }
+        data.push_str(&format!("{key}={text}"));
+    }
+    let c_data =
+        CString::new(data).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    let c_target = c_path(target).map_err(err)?;
+    // SAFETY: all pointers are valid NUL-terminated strings for the
+    // duration of the call.
+    let r = unsafe {
+        libc::mount(
+            c"overlay".as_ptr(),
+            c_target.as_ptr(),
+            c"overlay".as_ptr(),
+            libc::MS_NOATIME,
+            c_data.as_ptr().cast(),
+        )
+    };
+    if r < 0 {
+        return Err(err(io::Error::last_os_error()));
+    }
+    Ok(Mounted {
+        target: target.to_owned(),
+        mounted: true,
+    })
+}
+
 impl Mounted {
     /// Where the filesystem is mounted.
     pub fn target(&self) -> &Path {

@@ -32,7 +32,7 @@ use kindling_store::Link;
 
 use crate::agent::{open_over, AgentArgs};
 use crate::origin::runtime;
-use crate::run::{prepare_to_run, run_opened};
+use crate::run::{prepare_to_run, run_opened, Cow, Root};
 use crate::size::parse_size;
 
 /// Cold start: pull-and-unpack vs lazy (cache cold and warm) vs a local rootfs.
@@ -51,6 +51,9 @@ pub struct ColdstartArgs {
     name: String,
     #[command(flatten)]
     agent: AgentArgs,
+    /// Where the lazy variants' containers write (as for `run`).
+    #[arg(long, value_enum, default_value_t = Cow::Files)]
+    cow: Cow,
     /// Rounds; each runs every variant once.
     #[arg(long, default_value_t = 5)]
     runs: usize,
@@ -158,6 +161,8 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         .tempdir_in("/var/tmp")?;
     let mut agent = args.agent.clone();
     agent.no_cache = false;
+    let root = Root::new(agent.read_only, args.cow, agent.overlay_dir.as_deref());
+    agent.read_only = root.disk_read_only();
 
     // (e)'s cluster; (a)-(d) do without one.
     let (nodes, agent_e) = rt.block_on(az_cluster(&agent, work.path()))?;
@@ -169,14 +174,14 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
     // Warm cache for (c): one untimed run.
     agent.cache_dir = Some(work.path().join("cache-warm"));
     let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
-    run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+    run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
     rt.block_on(opened.finish());
     let image_bytes = opened.disk.size();
     // Warm AZ cache for (e): one untimed run through the cluster.
     let mut warm_e = agent_e.clone();
     warm_e.cache_dir = Some(work.path().join("cache-fill-az"));
     let opened = rt.block_on(open_over(&warm_e, &args.name, Some(link.clone())))?;
-    run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+    run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
     rt.block_on(opened.finish());
     std::fs::remove_dir_all(work.path().join("cache-fill-az")).ok();
 
@@ -202,7 +207,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         agent.cache_dir = Some(work.path().join(format!("cache-cold-{r}")));
         let t = Instant::now();
         let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
-        let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+        let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
         b.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
         fetched.push(opened.disk.stats().snapshot().bytes_fetched);
         if ran.code != 0 {
@@ -215,7 +220,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         untraced.cache_dir = Some(work.path().join(format!("cache-untraced-{r}")));
         let t = Instant::now();
         let opened = rt.block_on(open_over(&untraced, &args.name, Some(link.clone())))?;
-        let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+        let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
         b0.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
         fetched0.push(opened.disk.stats().snapshot().bytes_fetched);
         std::fs::remove_dir_all(work.path().join(format!("cache-untraced-{r}"))).ok();
@@ -223,14 +228,14 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         agent.cache_dir = Some(work.path().join("cache-warm"));
         let t = Instant::now();
         let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
-        let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+        let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
         c.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
 
         let mut cold_e = agent_e.clone();
         cold_e.cache_dir = Some(work.path().join(format!("cache-az-{r}")));
         let t = Instant::now();
         let opened = rt.block_on(open_over(&cold_e, &args.name, Some(link.clone())))?;
-        let ran = run_opened(&opened, &rt, false, &args.command, Some(Box::new(Sink)))?;
+        let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
         e.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
         e_origin.push(opened.disk.stats().snapshot().chunks_origin);
         std::fs::remove_dir_all(work.path().join(format!("cache-az-{r}"))).ok();
