@@ -63,6 +63,8 @@ impl Known {
 struct PageCache {
     notifier: fuser::Notifier,
     known: Arc<Known>,
+    /// Cleared when the unmount starts: later stores are pointless.
+    open: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for PageCache {
@@ -79,6 +81,9 @@ impl crate::PageSink for PageCache {
     fn store(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
         if !self.known.wait(LOOKUP_PATIENCE) {
             return Err(std::io::Error::other("disk.img was never opened"));
+        }
+        if !self.open.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("unmounted"));
         }
         self.notifier.store(FILE, offset, data)
     }
@@ -296,6 +301,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 pub struct Mounted {
     session: Option<fuser::BackgroundSession>,
     mountpoint: std::path::PathBuf,
+    open: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl std::fmt::Debug for Mounted {
@@ -325,11 +331,17 @@ impl Mounted {
         let Some(session) = self.session.take() else {
             return Ok(());
         };
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
         match unmount_patiently(&self.mountpoint, UNMOUNT_PATIENCE)? {
             // Gone from the table, so the connection is closing: wait for
             // the FUSE thread to see it end (fuser's own unmount would
-            // now fail with EINVAL).
-            Unmounted::Cleanly => session.join(),
+            // now fail with EINVAL). The kernel may tell it the end as
+            // ECONNABORTED rather than ENODEV (fuser asks for abort
+            // errors); after a clean unmount both mean the same.
+            Unmounted::Cleanly => match session.join() {
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
+                r => r,
+            },
             // fuser would try to unmount again (EINVAL) or wait for the
             // last user; neither helps.
             Unmounted::Lazily => {
@@ -417,14 +429,18 @@ pub fn mount(
     config.acl = SessionACL::RootAndOwner;
     config.n_threads = Some(2);
     let session = fuser::spawn_mount(fs, mountpoint, &config)?;
+    let open = Arc::new(std::sync::atomic::AtomicBool::new(true));
     if read_only {
         // Nobody writes a read-only disk, so no store can race a write.
-        let notifier = session.notifier();
-        disk.reader()
-            .attach_page_sink(Arc::new(PageCache { notifier, known }));
+        disk.reader().attach_page_sink(Arc::new(PageCache {
+            notifier: session.notifier(),
+            known,
+            open: open.clone(),
+        }));
     }
     Ok(Mounted {
         session: Some(session),
         mountpoint: mountpoint.canonicalize()?,
+        open,
     })
 }
