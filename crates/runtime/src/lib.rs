@@ -50,7 +50,7 @@ pub use container::{
     DEFAULT_STATE_DIR,
 };
 pub use error::RuntimeError;
-pub use loopdev::LoopDevice;
+pub use loopdev::{LoopDevice, READ_AHEAD_KB};
 pub use mount::{mount_ext4, mount_overlay, Mounted};
 pub use namespace::private_mount_namespace;
 pub use owner::{claim_dir, sweep_dirs};

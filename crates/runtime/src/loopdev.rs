@@ -78,8 +78,25 @@ pub struct LoopDevice {
     dev: Option<File>,
 }
 
+/// Read-ahead of an attached device: the kernel's usual default for disks.
+pub const READ_AHEAD_KB: u32 = 128;
+
+/// Best effort: a device that keeps the kernel's read-ahead still works.
+fn set_read_ahead(n: u32, kb: u32) {
+    let _ = std::fs::write(
+        format!("/sys/block/loop{n}/queue/read_ahead_kb"),
+        kb.to_string(),
+    );
+}
+
 impl LoopDevice {
     /// Attaches `file` to a free loop device, read-only if `read_only`.
+    ///
+    /// The device reads ahead [`READ_AHEAD_KB`]: the kernel sizes a loop
+    /// device's read-ahead from its backing file (2.5 MiB over the agent's
+    /// FUSE file), which on a lazily loaded image reads - and fetches -
+    /// far past what a start needs (python-ds fetched 27.1 % of its image
+    /// instead of 23.8 %).
     pub fn attach(file: &Path, read_only: bool) -> Result<LoopDevice, RuntimeError> {
         let backing = OpenOptions::new()
             .read(true)
@@ -124,10 +141,11 @@ impl LoopDevice {
             };
             match configure(&dev, &backing, &info) {
                 Ok(()) => {
+                    set_read_ahead(n as u32, READ_AHEAD_KB);
                     return Ok(LoopDevice {
                         path,
                         dev: Some(dev),
-                    })
+                    });
                 }
                 // Another attacher took the device between GET_FREE and now.
                 Err(e) if e.raw_os_error() == Some(libc::EBUSY) => continue,

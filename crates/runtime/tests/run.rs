@@ -38,6 +38,10 @@ fn loop_devices_attach_read_only_and_read_write() {
         assert_eq!(sysfs(dev, "ro"), want_ro);
         assert_eq!(sysfs(dev, "loop/autoclear"), "1");
         assert_eq!(sysfs(dev, "loop/dio"), "0");
+        assert_eq!(
+            sysfs(dev, "queue/read_ahead_kb"),
+            kindling_runtime::READ_AHEAD_KB.to_string()
+        );
         let size = std::fs::metadata(&fx.image).unwrap().len();
         assert_eq!(sysfs(dev, "size").parse::<u64>().unwrap() * 512, size);
     }
