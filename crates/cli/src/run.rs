@@ -195,10 +195,10 @@ pub fn run_opened(
             Some((up, wk)) => {
                 std::fs::create_dir_all(up)?;
                 std::fs::create_dir_all(wk)?;
-                Some(
-                    mount_overlay(ext4.target(), up, wk, &root_dir)
-                        .context("mounting the writable root (overlayfs)")?,
-                )
+                Some(mount_overlay(ext4.target(), up, wk, &root_dir).context(
+                    "mounting the writable root (overlayfs): --overlay-dir must be on a \
+                         local filesystem such as ext4, xfs or tmpfs (or use --cow blocks)",
+                )?)
             }
             None => None,
         };
