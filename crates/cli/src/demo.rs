@@ -326,8 +326,8 @@ fn run_lazily(args: &Args) -> Result<()> {
     )?;
     let s = opened.disk.stats().snapshot();
     println!(
-        "container exited {} after {:.0} ms (first output at {:.0} ms): read {} of the {} image, \
-         {} from the origin and the AZ cache ({} and {} chunks), {} chunks from the worker cache, \
+        "container exited {} after {:.0} ms (first output at {:.0} ms): read {} of the {} image \
+         through FUSE and {} preloaded into the page cache, {} from the origin and the AZ cache ({} and {} chunks), {} chunks from the worker cache, \
          {} reads of zero chunks (no I/O)",
         ran.code,
         ran.exited.duration_since(start).as_secs_f64() * 1e3,
@@ -335,6 +335,7 @@ fn run_lazily(args: &Args) -> Result<()> {
             .map_or(f64::NAN, |t| t.duration_since(start).as_secs_f64() * 1e3),
         human(s.bytes_read),
         human(opened.disk.size()),
+        human(s.bytes_preloaded),
         human(s.bytes_fetched),
         s.chunks_origin,
         s.chunks_az,
