@@ -73,6 +73,10 @@ struct State {
     /// Most recently used last.
     lru: VecDeque<(usize, Cipher)>,
     inflight: HashMap<usize, Arc<OnceCell<Cipher>>>,
+    /// Chunks a preload holds until they are in the page cache: a read
+    /// racing the store takes them from here instead of fetching (and
+    /// verifying) them again. At most the prefetch's concurrency.
+    preloading: HashMap<usize, Cipher>,
 }
 
 /// Reads an image through the tiers.
@@ -168,6 +172,10 @@ impl ImageReader {
             if usage == Use::Read && s.traced.insert(index) {
                 s.trace.push(index as u32);
             }
+            if let Some(p) = s.preloading.get(&index) {
+                self.stats.chunks_memory.fetch_add(1, Relaxed);
+                return Ok(Some(p.clone()));
+            }
             if let Some(pos) = s.lru.iter().position(|(i, _)| *i == index) {
                 let hit = s.lru.remove(pos).map(|(_, p)| p);
                 if let Some(p) = hit {
@@ -251,36 +259,21 @@ impl ImageReader {
         let this = self.clone();
         tokio::spawn(async move {
             use futures_util::stream::{self, StreamExt};
-            let sink = if this.opts.preload {
-                let mut rx = this.sink.subscribe();
-                let sink = match rx.wait_for(Option::is_some).await {
-                    Ok(s) => s.clone(),
-                    Err(_) => return,
-                };
-                sink
-            } else {
-                None
-            };
             stream::iter(indices)
                 .for_each_concurrent(concurrency.max(1), |i| {
                     let this = this.clone();
-                    let sink = sink.clone();
                     async move {
                         // Errors are left for the read that needs the chunk.
-                        match sink {
-                            Some(sink) => {
-                                let _ = this.preload(i, sink).await;
-                            }
-                            None => {
-                                let Some(ChunkEntry::Stored { name, .. }) =
-                                    this.manifest.chunks.get(i)
-                                else {
-                                    return;
-                                };
-                                if let Ok(Some(f)) = this.source.prefetch(name).await {
-                                    this.count(f.tier, f.bytes.len());
-                                }
-                            }
+                        if this.opts.preload {
+                            let _ = this.preload(i).await;
+                            return;
+                        }
+                        let Some(ChunkEntry::Stored { name, .. }) = this.manifest.chunks.get(i)
+                        else {
+                            return;
+                        };
+                        if let Ok(Some(f)) = this.source.prefetch(name).await {
+                            this.count(f.tier, f.bytes.len());
                         }
                     }
                 })
@@ -288,13 +281,35 @@ impl ImageReader {
         });
     }
 
-    /// Fetches chunk `index`, decrypts it whole and stores it in `sink`.
-    async fn preload(&self, index: usize, sink: Arc<dyn PageSink>) -> Result<(), AgentError> {
+    /// Fetches chunk `index`, decrypts it whole and stores it in the page
+    /// sink. The fetch does not wait for the sink: the disk is served a
+    /// little after the agent opens, and a cold start should not lose
+    /// that head start.
+    async fn preload(&self, index: usize) -> Result<(), AgentError> {
         let Some(ChunkEntry::Stored { key, .. }) = self.manifest.chunks.get(index) else {
             return Ok(());
         };
         let key = key.clone();
         let Some(cipher) = self.chunk_as(index, Use::Preload).await? else {
+            return Ok(());
+        };
+        self.lock().preloading.insert(index, cipher.clone());
+        let result = self.store(index, key, cipher).await;
+        self.lock().preloading.remove(&index);
+        result
+    }
+
+    async fn store(
+        &self,
+        index: usize,
+        key: kindling_chunk::ChunkKey,
+        cipher: Cipher,
+    ) -> Result<(), AgentError> {
+        let mut rx = self.sink.subscribe();
+        let Ok(sink) = rx.wait_for(Option::is_some).await.map(|s| s.clone()) else {
+            return Ok(());
+        };
+        let Some(sink) = sink else {
             return Ok(());
         };
         let offset = self.manifest.chunk_offset(index);
