@@ -46,6 +46,10 @@ impl Default for ReaderOptions {
     }
 }
 
+/// Preloaded chunks waiting for their store, at most (8 MiB at 512 KiB,
+/// inside the agent's memory budget).
+const PENDING_STORES: usize = 16;
+
 /// Where preloaded chunks go: the kernel's page cache of the disk file.
 pub trait PageSink: Send + Sync + std::fmt::Debug {
     /// Puts `data` at `offset` of the disk file. Blocks (it copies).
@@ -88,6 +92,8 @@ pub struct ImageReader {
     opts: ReaderOptions,
     state: Mutex<State>,
     sink: tokio::sync::watch::Sender<Option<Arc<dyn PageSink>>>,
+    /// Bounds the preloaded chunks waiting to be stored (their memory).
+    store_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl ImageReader {
@@ -104,6 +110,7 @@ impl ImageReader {
             opts,
             state: Mutex::new(State::default()),
             sink: tokio::sync::watch::Sender::new(None),
+            store_slots: Arc::new(tokio::sync::Semaphore::new(PENDING_STORES)),
         }
     }
 
@@ -285,7 +292,11 @@ impl ImageReader {
     /// sink. The fetch does not wait for the sink: the disk is served a
     /// little after the agent opens, and a cold start should not lose
     /// that head start.
-    async fn preload(&self, index: usize) -> Result<(), AgentError> {
+    ///
+    /// The store runs on its own: it can wait a long time for pages a
+    /// kernel read holds locked (a read spanning into a chunk still on
+    /// its way), and must not hold up the fetches behind it meanwhile.
+    async fn preload(self: &Arc<Self>, index: usize) -> Result<(), AgentError> {
         let Some(ChunkEntry::Stored { key, .. }) = self.manifest.chunks.get(index) else {
             return Ok(());
         };
@@ -293,10 +304,17 @@ impl ImageReader {
         let Some(cipher) = self.chunk_as(index, Use::Preload).await? else {
             return Ok(());
         };
+        let Ok(slot) = self.store_slots.clone().acquire_owned().await else {
+            return Ok(());
+        };
         self.lock().preloading.insert(index, cipher.clone());
-        let result = self.store(index, key, cipher).await;
-        self.lock().preloading.remove(&index);
-        result
+        let this = self.clone();
+        tokio::spawn(async move {
+            let _ = this.store(index, key, cipher).await;
+            this.lock().preloading.remove(&index);
+            drop(slot);
+        });
+        Ok(())
     }
 
     async fn store(

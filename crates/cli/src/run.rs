@@ -181,7 +181,7 @@ pub fn run_opened(
     let fuse = kindling_agent::fuse::mount(opened.disk.clone(), &fuse_dir, rt.handle().clone())
         .with_context(|| format!("mounting the agent on {}", fuse_dir.display()))?;
     let image = fuse_dir.join(kindling_agent::fuse::DISK_FILE);
-    let result = (|| -> Result<(i32, Option<Instant>)> {
+    let result = (|| -> Result<(i32, Option<Instant>, Instant)> {
         check_interrupted()?;
         let disk_ro = root_mode.disk_read_only();
         let dev = LoopDevice::attach(&image, disk_ro).context("attaching a loop device")?;
@@ -216,16 +216,17 @@ pub fn run_opened(
         };
         let status = Container::run(&id, &root_dir, &spec, opts)
             .with_context(|| format!("running {:?}", spec.args))?;
+        // The start is over when the container is; teardown is not in it.
+        let exited = Instant::now();
         if let Some(o) = overlay {
             o.unmount().context("unmounting the writable root")?;
         }
         ext4.unmount().context("unmounting the image")?;
         dev.detach().context("detaching the loop device")?;
-        Ok((status.code(), status.first_output()))
+        Ok((status.code(), status.first_output(), exited))
     })();
-    let exited = Instant::now();
     let unmounted = fuse.unmount().context("unmounting the agent");
-    let (code, first_output) = result?;
+    let (code, first_output, exited) = result?;
     unmounted?;
     drop(work);
     rt.block_on(opened.finish());

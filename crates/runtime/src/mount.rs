@@ -54,6 +54,8 @@ pub fn mount_ext4(dev: &Path, target: &Path, read_only: bool) -> Result<Mounted,
 /// image's ext4 mount) under `upper`, where every write lands; `work` is
 /// overlayfs's scratch directory, on the same filesystem as `upper`.
 ///
+/// The upper layer is scratch: mounted `volatile`, never synced.
+///
 /// This is how a container writes while the image's disk stays read-only:
 /// nothing it writes can reach the disk, and the agent may fill the
 /// kernel's page cache of the disk ahead of reads without racing a write.
@@ -68,7 +70,11 @@ pub fn mount_overlay(
         target: target.to_owned(),
         source,
     };
-    let mut data = String::new();
+    // volatile: no sync of the upper filesystem, ever. Without it the
+    // unmount syncs that whole filesystem - everything anyone wrote there,
+    // the worker cache's fresh chunks included - for writes that are
+    // thrown away right after.
+    let mut data = String::from("volatile");
     for (key, dir) in [("lowerdir", lower), ("upperdir", upper), ("workdir", work)] {
         let Some(text) = dir.to_str().filter(|d| !d.contains([',', ':', '\\'])) else {
             return Err(err(io::Error::new(
@@ -79,10 +85,7 @@ pub fn mount_overlay(
                 ),
             )));
         };
-        if !data.is_empty() {
-            data.push(',');
-        }
-        data.push_str(&format!("{key}={text}"));
+        data.push_str(&format!(",{key}={text}"));
     }
     let c_data =
         CString::new(data).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;

@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{argv, prerequisites, Capture, Fixture};
 use kindling_runtime::{
-    mount_ext4, process_from_image, Container, LoopDevice, ProcessSpec, RunOptions, RuntimeError,
+    mount_ext4, mount_overlay, process_from_image, Container, LoopDevice, ProcessSpec, RunOptions,
+    RuntimeError,
 };
 
 fn sysfs(dev: &LoopDevice, attr: &str) -> String {
@@ -80,6 +81,53 @@ fn concurrent_attaches_each_get_their_own_device() {
     });
     assert_eq!(devices.iter().map(Vec::len).sum::<usize>(), 120);
     fx.assert_nothing_attached();
+}
+
+/// A writable root over the read-only image: writes and deletes land in
+/// the upper directory, the image's filesystem stays as it was, and the
+/// upper layer is never synced (`volatile`).
+#[test]
+fn overlay_writes_land_in_the_upper_dir() {
+    let Some(image) = prerequisites("overlay_writes_land_in_the_upper_dir") else {
+        return;
+    };
+    let fx = Fixture::new(&image);
+    let scratch = fx.dir.path().join("scratch");
+    let (upper, work, root) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("root"),
+    );
+    for d in [&upper, &work, &root] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    {
+        let dev = LoopDevice::attach(&fx.image, true).unwrap();
+        let lower = mount_ext4(dev.path(), &fx.mnt, true).unwrap();
+        let ovl = mount_overlay(lower.target(), &upper, &work, &root).unwrap();
+        let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap();
+        let line = mounts
+            .lines()
+            .find(|l| l.contains(root.to_str().unwrap()))
+            .unwrap();
+        assert!(line.contains("volatile"), "{line}");
+        std::fs::write(root.join("etc/new"), "new").unwrap();
+        std::fs::remove_file(root.join("etc/debian_version")).unwrap();
+        assert_eq!(
+            std::fs::read_to_string(upper.join("etc/new")).unwrap(),
+            "new"
+        );
+        assert!(fx.mnt.join("etc/debian_version").exists());
+        assert!(!fx.mnt.join("etc/new").exists());
+        ovl.unmount().unwrap();
+        lower.unmount().unwrap();
+        drop(dev);
+    }
+    fx.assert_nothing_attached();
+    // overlayfs options cannot carry a ',' in a path: refused up front.
+    let err = mount_overlay(&fx.mnt, &scratch.join("up,per"), &work, &root).unwrap_err();
+    let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
+    assert!(text.contains("upperdir"), "{text}");
 }
 
 #[test]
