@@ -280,13 +280,7 @@ impl Container {
                 continue;
             };
             // No owner file yet: a run is creating it right now.
-            let Some(owner) = fs::read_to_string(entry.path().join(crate::owner::OWNER_FILE))
-                .ok()
-                .and_then(|s| crate::owner::Owner::parse(&s))
-            else {
-                continue;
-            };
-            if owner.alive() || validate_id(&id).is_err() {
+            if !crate::owner::left_by_dead_owner(&entry.path()) || validate_id(&id).is_err() {
                 continue;
             }
             let _ = runc_command(&opts.runc, &opts.state_dir, &["delete", "--force", &id]);
@@ -371,9 +365,8 @@ fn claim_bundle(opts: &RunOptions, id: &str) -> Result<PathBuf, RuntimeError> {
     let bundle = opts.bundle_dir.join(id);
     match fs::create_dir(&bundle) {
         Ok(()) => {
-            let owner = bundle.join(crate::owner::OWNER_FILE);
-            fs::write(&owner, crate::owner::Owner::me().to_string())
-                .map_err(|e| RuntimeError::io("write", &owner, e))?;
+            crate::owner::claim_dir(&bundle)
+                .map_err(|e| RuntimeError::io("write", bundle.join(crate::owner::OWNER_FILE), e))?;
             Ok(bundle)
         }
         Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(RuntimeError::AlreadyExists {

@@ -1,6 +1,6 @@
 //! Mounting the image's ext4 filesystem from its loop device.
 
-use std::ffi::CString;
+use std::ffi::{CStr, CString};
 use std::io;
 use std::path::{Path, PathBuf};
 
@@ -19,35 +19,11 @@ pub struct Mounted {
 /// Mounted `noatime`: on an image served on demand, an atime update turns
 /// every first read of a file into an inode write to the agent's overlay.
 pub fn mount_ext4(dev: &Path, target: &Path, read_only: bool) -> Result<Mounted, RuntimeError> {
-    let err = |source| RuntimeError::Mount {
-        dev: dev.to_owned(),
-        target: target.to_owned(),
-        source,
-    };
-    let c_dev = c_path(dev).map_err(err)?;
-    let c_target = c_path(target).map_err(err)?;
     let mut flags = libc::MS_NOATIME;
     if read_only {
         flags |= libc::MS_RDONLY;
     }
-    // SAFETY: all pointers are valid NUL-terminated strings (or null for
-    // data) for the duration of the call.
-    let r = unsafe {
-        libc::mount(
-            c_dev.as_ptr(),
-            c_target.as_ptr(),
-            c"ext4".as_ptr(),
-            flags,
-            std::ptr::null(),
-        )
-    };
-    if r < 0 {
-        return Err(err(io::Error::last_os_error()));
-    }
-    Ok(Mounted {
-        target: target.to_owned(),
-        mounted: true,
-    })
+    mount(dev, target, c"ext4", flags, None)
 }
 
 /// Mounts an overlayfs at `target`: `lower` (read-only, typically the
@@ -65,11 +41,6 @@ pub fn mount_overlay(
     work: &Path,
     target: &Path,
 ) -> Result<Mounted, RuntimeError> {
-    let err = |source| RuntimeError::Mount {
-        dev: PathBuf::from("overlay"),
-        target: target.to_owned(),
-        source,
-    };
     // volatile: no sync of the upper filesystem, ever. Without it the
     // unmount syncs that whole filesystem - everything anyone wrote there,
     // the worker cache's fresh chunks included - for writes that are
@@ -77,28 +48,59 @@ pub fn mount_overlay(
     let mut data = String::from("volatile");
     for (key, dir) in [("lowerdir", lower), ("upperdir", upper), ("workdir", work)] {
         let Some(text) = dir.to_str().filter(|d| !d.contains([',', ':', '\\'])) else {
-            return Err(err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!(
-                    "overlayfs cannot take {key} {}: not UTF-8, or has ',', ':' or '\\'",
-                    dir.display()
+            return Err(RuntimeError::Mount {
+                dev: PathBuf::from("overlay"),
+                target: target.to_owned(),
+                source: io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!(
+                        "overlayfs cannot take {key} {}: not UTF-8, or has ',', ':' or '\\'",
+                        dir.display()
+                    ),
                 ),
-            )));
+            });
         };
         data.push_str(&format!(",{key}={text}"));
     }
-    let c_data =
-        CString::new(data).map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    mount(
+        Path::new("overlay"),
+        target,
+        c"overlay",
+        libc::MS_NOATIME,
+        Some(&data),
+    )
+}
+
+/// mount(2) of `source` on `target`, errors naming both.
+fn mount(
+    source: &Path,
+    target: &Path,
+    fstype: &CStr,
+    flags: libc::c_ulong,
+    data: Option<&str>,
+) -> Result<Mounted, RuntimeError> {
+    let err = |source_err| RuntimeError::Mount {
+        dev: source.to_owned(),
+        target: target.to_owned(),
+        source: source_err,
+    };
+    let c_source = c_path(source).map_err(err)?;
     let c_target = c_path(target).map_err(err)?;
-    // SAFETY: all pointers are valid NUL-terminated strings for the
-    // duration of the call.
+    let c_data = data
+        .map(CString::new)
+        .transpose()
+        .map_err(|e| err(io::Error::new(io::ErrorKind::InvalidInput, e)))?;
+    // SAFETY: all pointers are valid NUL-terminated strings (or null for
+    // data) for the duration of the call.
     let r = unsafe {
         libc::mount(
-            c"overlay".as_ptr(),
+            c_source.as_ptr(),
             c_target.as_ptr(),
-            c"overlay".as_ptr(),
-            libc::MS_NOATIME,
-            c_data.as_ptr().cast(),
+            fstype.as_ptr(),
+            flags,
+            c_data
+                .as_ref()
+                .map_or(std::ptr::null(), |d| d.as_ptr().cast()),
         )
     };
     if r < 0 {

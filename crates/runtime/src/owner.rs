@@ -82,13 +82,7 @@ pub fn sweep_dirs(parent: &Path, prefix: &str) -> Vec<PathBuf> {
         if !named || !entry.file_type().is_ok_and(|t| t.is_dir()) {
             continue;
         }
-        let Some(owner) = fs::read_to_string(path.join(OWNER_FILE))
-            .ok()
-            .and_then(|s| Owner::parse(&s))
-        else {
-            continue;
-        };
-        if owner.alive() || mounted_under(&mounts, &path) {
+        if !left_by_dead_owner(&path) || mounted_under(&mounts, &path) {
             continue;
         }
         if fs::remove_dir_all(&path).is_ok() {
@@ -96,6 +90,15 @@ pub fn sweep_dirs(parent: &Path, prefix: &str) -> Vec<PathBuf> {
         }
     }
     swept
+}
+
+/// Whether `dir` names its owner (a claimed directory with no owner file
+/// is still being set up) and that owner is gone.
+pub(crate) fn left_by_dead_owner(dir: &Path) -> bool {
+    fs::read_to_string(dir.join(OWNER_FILE))
+        .ok()
+        .and_then(|s| Owner::parse(&s))
+        .is_some_and(|owner| !owner.alive())
 }
 
 /// Whether mountinfo lists a mount point at or below `dir`.
