@@ -22,6 +22,7 @@ use bytes::Bytes;
 use kindling_azcache::{AzClient, ClientConfig, Stripes};
 use kindling_cachenode::{CacheNode, Faults, NodeConfig, RunningNode};
 use kindling_chunk::ChunkName;
+use kindling_testkit::prng;
 use tempfile::TempDir;
 
 /// Nodes in the cluster: exactly `k + m` of the default 4 + 1 layout.
@@ -158,36 +159,21 @@ struct Chunk {
     bytes: Bytes,
 }
 
-/// A xorshift generator: the chunks differ per seed and every run of a
-/// test sees the same ones.
-struct Rng(u64);
-
-impl Rng {
-    fn new(seed: u64) -> Rng {
-        Rng(seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1)
-    }
-
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-}
-
-/// `CHUNKS` chunks of random content and varied sizes up to `MAX_CHUNK`:
+/// `CHUNKS` chunks of random content (the same in every run of a test) and varied sizes up to `MAX_CHUNK`:
 /// the edges (empty, one byte, the largest, sizes that do not divide by
 /// `k`) and random ones.
 fn chunks(seed: u64) -> Vec<Chunk> {
-    let mut rng = Rng::new(seed);
     let edges = [MAX_CHUNK, MAX_CHUNK - 1, 0, 1, 3, 4096, 100_001];
     (0..CHUNKS)
         .map(|i| {
             let len = match edges.get(i) {
                 Some(&len) => len,
-                None => (rng.next() % (MAX_CHUNK as u64 + 1)) as usize,
+                None => {
+                    let r = prng(&format!("len-{seed}-{i}"), 8);
+                    (u64::from_le_bytes(r.try_into().unwrap()) % (MAX_CHUNK as u64 + 1)) as usize
+                }
             };
-            let bytes: Bytes = (0..len).map(|_| rng.next() as u8).collect();
+            let bytes = Bytes::from(prng(&format!("chunk-{seed}-{i}"), len));
             Chunk {
                 name: ChunkName::of(&bytes),
                 bytes,
@@ -253,6 +239,37 @@ fn median(times: &[Duration]) -> Duration {
 fn served(node: &RunningNode) -> u64 {
     let st = node.node().stats();
     st.memory.hits + st.flash.hits
+}
+
+/// With `other` stopped, every chunk is read once: all hit, the parity
+/// rebuilds are the ones the placement predicts, and `node` serves a
+/// stripe of each.
+async fn assert_serves_every_chunk(
+    cluster: &mut Cluster,
+    az: &AzClient,
+    chunks: &[Chunk],
+    node: SocketAddr,
+    other: SocketAddr,
+) {
+    cluster.stop(other).await;
+    // Let any cancelled stripe request still running on it finish.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let before = az.stats();
+    let served_before = served(cluster.node(node));
+    get_all_hit(az, chunks).await;
+    let st = az.stats();
+    let n = chunks.len() as u64;
+    assert_eq!(
+        (st.hits - before.hits, st.misses - before.misses),
+        (n, 0),
+        "{st:?}"
+    );
+    assert_eq!(
+        st.rebuilds_with_parity - before.rebuilds_with_parity,
+        parity_rebuilds_without(az, chunks, other),
+        "{st:?}"
+    );
+    assert_eq!(served(cluster.node(node)) - served_before, n);
 }
 
 async fn wait_for_fills(az: &AzClient) {
@@ -479,23 +496,7 @@ async fn a_node_restarted_empty_is_refilled() {
 
     // Proof it serves them: with another node down, every read needs the
     // refilled node's stripe.
-    let other = addrs[0];
-    cluster.stop(other).await;
-    let before = az.stats();
-    let served_before = served(cluster.node(wiped));
-    get_all_hit(&az, &chunks).await;
-    let st = az.stats();
-    assert_eq!(
-        (st.hits - before.hits, st.misses - before.misses),
-        (n, 0),
-        "{st:?}"
-    );
-    assert_eq!(
-        st.rebuilds_with_parity - before.rebuilds_with_parity,
-        parity_rebuilds_without(&az, &chunks, other),
-        "{st:?}"
-    );
-    assert_eq!(served(cluster.node(wiped)) - served_before, n);
+    assert_serves_every_chunk(&mut cluster, &az, &chunks, wiped, addrs[0]).await;
     cluster.shutdown().await;
 }
 
@@ -612,25 +613,6 @@ async fn a_node_restarted_with_its_flash_is_used_again() {
 
     // Proof it serves every chunk: with another node down each read needs
     // its stripe.
-    let other = addrs[0];
-    cluster.stop(other).await;
-    // Let any cancelled stripe request still running on it finish.
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    let before = az.stats();
-    let served_before = served(cluster.node(restarted));
-    get_all_hit(&az, &chunks).await;
-    let st = az.stats();
-    let n = CHUNKS as u64;
-    assert_eq!(
-        (st.hits - before.hits, st.misses - before.misses),
-        (n, 0),
-        "{st:?}"
-    );
-    assert_eq!(
-        st.rebuilds_with_parity - before.rebuilds_with_parity,
-        parity_rebuilds_without(&az, &chunks, other),
-        "{st:?}"
-    );
-    assert_eq!(served(cluster.node(restarted)) - served_before, n);
+    assert_serves_every_chunk(&mut cluster, &az, &chunks, restarted, addrs[0]).await;
     cluster.shutdown().await;
 }
