@@ -296,12 +296,10 @@ fn run_lazily(args: &Args) -> Result<()> {
         println!("lazy run: skipped (needs runc and /dev/fuse: apt install runc)");
         return Ok(());
     }
-    let agent = crate::agent::AgentArgs {
+    let mut agent = crate::agent::AgentArgs {
         store: args.store.clone(),
         key: args.key.clone(),
-        // The container writes to an overlayfs upper directory; the disk
-        // stays read-only (see `run --cow`).
-        read_only: true,
+        read_only: false,
         overlay_dir: None,
         cache_dir: Some(data_dir().join("demo/cache")),
         cache_size: 1 << 30,
@@ -311,19 +309,14 @@ fn run_lazily(args: &Args) -> Result<()> {
         az: Default::default(),
         stats_json: None,
     };
+    let root = crate::run::Root::for_agent(&mut agent, crate::run::Cow::Files);
     crate::run::prepare_to_run()?;
     let rt = crate::origin::runtime()?;
     let start = Instant::now();
     let opened = rt.block_on(crate::agent::open(&agent, "kindling-demo:latest"))?;
     println!("lazy run of kindling-demo:latest (container output follows):");
     std::io::stdout().flush().ok();
-    let ran = crate::run::run_opened(
-        &opened,
-        &rt,
-        &crate::run::Root::new(false, crate::run::Cow::Files, None),
-        &[],
-        None,
-    )?;
+    let ran = crate::run::run_opened(&opened, &rt, &root, &[], None)?;
     let s = opened.disk.stats().snapshot();
     println!(
         "container exited {} after {:.0} ms (first output at {:.0} ms): read {} of the {} image \

@@ -7,7 +7,7 @@
 //! container's exit, an error at any step, Ctrl-C - unwinds the stack.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -70,16 +70,19 @@ pub enum Root {
 }
 
 impl Root {
-    pub fn new(read_only: bool, cow: Cow, overlay_dir: Option<&Path>) -> Root {
-        match (read_only, cow) {
+    /// The root that `agent`'s flags and `cow` ask for. `agent.read_only`
+    /// then says what the disk must be (read-only unless the block overlay
+    /// takes writes), ready for [`crate::agent::open`].
+    pub fn for_agent(agent: &mut AgentArgs, cow: Cow) -> Root {
+        let root = match (agent.read_only, cow) {
             (true, _) => Root::ReadOnly,
-            (false, Cow::Files) => Root::Files(
-                overlay_dir
-                    .map(Path::to_owned)
-                    .unwrap_or_else(std::env::temp_dir),
-            ),
+            (false, Cow::Files) => {
+                Root::Files(agent.overlay_dir.clone().unwrap_or_else(std::env::temp_dir))
+            }
             (false, Cow::Blocks) => Root::Blocks,
-        }
+        };
+        agent.read_only = root.disk_read_only();
+        root
     }
 
     /// Where a run keeps its scratch directory (mount points, and the
@@ -254,13 +257,8 @@ pub fn run(args: Args) -> Result<i32> {
     let start = Instant::now();
     prepare_to_run()?;
     let rt = runtime()?;
-    let root = Root::new(
-        args.agent.read_only,
-        args.cow,
-        args.agent.overlay_dir.as_deref(),
-    );
     let mut agent = args.agent.clone();
-    agent.read_only = root.disk_read_only();
+    let root = Root::for_agent(&mut agent, args.cow);
     let opened = rt
         .block_on(open(&agent, &args.name))
         .with_context(|| format!("running {}", args.name))?;

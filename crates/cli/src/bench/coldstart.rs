@@ -161,8 +161,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         .tempdir_in("/var/tmp")?;
     let mut agent = args.agent.clone();
     agent.no_cache = false;
-    let root = Root::new(agent.read_only, args.cow, agent.overlay_dir.as_deref());
-    agent.read_only = root.disk_read_only();
+    let root = Root::for_agent(&mut agent, args.cow);
 
     // (e)'s cluster; (a)-(d) do without one.
     let (nodes, agent_e) = rt.block_on(az_cluster(&agent, work.path()))?;
