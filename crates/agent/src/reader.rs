@@ -81,6 +81,9 @@ struct State {
     /// racing the store takes them from here instead of fetching (and
     /// verifying) them again. At most the prefetch's concurrency.
     preloading: HashMap<usize, Cipher>,
+    /// Chunks a preload has taken on: the hot ranges and the trace overlap,
+    /// and a chunk is fetched, verified and stored once.
+    preloaded: std::collections::HashSet<usize>,
 }
 
 /// Reads an image through the tiers.
@@ -301,6 +304,9 @@ impl ImageReader {
             return Ok(());
         };
         let key = key.clone();
+        if !self.lock().preloaded.insert(index) {
+            return Ok(());
+        }
         let Some(cipher) = self.chunk_as(index, Use::Preload).await? else {
             return Ok(());
         };
