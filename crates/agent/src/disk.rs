@@ -51,16 +51,26 @@ impl Disk {
 
     /// Reads `len` bytes at `offset` (short only at the end of the disk).
     pub async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, AgentError> {
-        let size = self.size();
-        if offset >= size || len == 0 {
-            return Ok(Vec::new());
+        let out = self.reader.read(offset, len).await?;
+        self.written_over(offset, out)
+    }
+
+    /// [`Disk::read`] if the image's chunks it needs are in memory now
+    /// (see [`ImageReader::read_cached`]); `None` if one must be fetched.
+    pub fn read_cached(&self, offset: u64, len: usize) -> Option<Result<Vec<u8>, AgentError>> {
+        let out = self.reader.read_cached(offset, len)?;
+        Some(self.written_over(offset, out))
+    }
+
+    /// `out`, the image's bytes at `offset`, with the overlay's pages on top.
+    fn written_over(&self, offset: u64, mut out: Vec<u8>) -> Result<Vec<u8>, AgentError> {
+        if out.is_empty() {
+            return Ok(out);
         }
-        let end = (offset + len as u64).min(size);
+        let end = offset + out.len() as u64;
         let first = offset / PAGE_SIZE;
         let last = (end - 1) / PAGE_SIZE;
-        let written = self.overlay.as_ref().filter(|o| o.any(first, last));
-        let mut out = self.reader.read(offset, (end - offset) as usize).await?;
-        if let Some(o) = written {
+        if let Some(o) = self.overlay.as_ref().filter(|o| o.any(first, last)) {
             let mut page = vec![0u8; PAGE_SIZE as usize];
             for p in first..=last {
                 if !o.has(p) {

@@ -117,6 +117,16 @@ impl DiskFs {
     }
 }
 
+fn answer_read(reply: ReplyData, offset: u64, read: Result<Vec<u8>, crate::AgentError>) {
+    match read {
+        Ok(data) => reply.data(&data),
+        Err(e) => {
+            eprintln!("kindling agent: read at {offset}: {}", chain(&e));
+            reply.error(errno(&e));
+        }
+    }
+}
+
 fn errno(e: &crate::AgentError) -> Errno {
     Errno::from_i32(e.errno())
 }
@@ -194,15 +204,13 @@ impl Filesystem for DiskFs {
             reply.error(Errno::EISDIR);
             return;
         }
+        if let Some(read) = self.disk.read_cached(offset, size as usize) {
+            answer_read(reply, offset, read);
+            return;
+        }
         let disk = self.disk.clone();
         self.rt.spawn(async move {
-            match disk.read(offset, size as usize).await {
-                Ok(data) => reply.data(&data),
-                Err(e) => {
-                    eprintln!("kindling agent: read at {offset}: {}", chain(&e));
-                    reply.error(errno(&e));
-                }
-            }
+            answer_read(reply, offset, disk.read(offset, size as usize).await);
         });
     }
 

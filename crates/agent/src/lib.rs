@@ -5,8 +5,10 @@
 //!   chunks; each chunk comes from a small cache of verified chunks, or through the
 //!   [`ChunkSource`] tier chain (worker cache, AZ cache cluster, origin), is verified
 //!   against its name and kept; a read decrypts only what it returns. Zero
-//!   chunks cost no I/O;
-//!   concurrent reads of one chunk share one fetch.
+//!   chunks cost no I/O; concurrent reads of one chunk share one fetch; a
+//!   read whose chunks are all in memory is answered on the caller's
+//!   thread. Prefetches (hot ranges, then a startup trace jumping ahead)
+//!   share one queue.
 //! * [`Overlay`]: the copy-on-write layer. Writes land in a private sparse
 //!   file, page by page (4 KiB), tracked by a bitmap; nothing written ever
 //!   reaches a cache or the store.

@@ -84,6 +84,17 @@ struct State {
     /// Chunks a preload has taken on: the hot ranges and the trace overlap,
     /// and a chunk is fetched, verified and stored once.
     preloaded: std::collections::HashSet<usize>,
+    /// Chunks waiting to be prefetched, and the tasks taking from them.
+    waiting: VecDeque<usize>,
+    prefetchers: usize,
+}
+
+impl State {
+    fn note_read(&mut self, index: usize) {
+        if self.traced.insert(index) {
+            self.trace.push(index as u32);
+        }
+    }
 }
 
 /// Reads an image through the tiers.
@@ -97,6 +108,9 @@ pub struct ImageReader {
     sink: tokio::sync::watch::Sender<Option<Arc<dyn PageSink>>>,
     /// Bounds the preloaded chunks waiting to be stored (their memory).
     store_slots: Arc<tokio::sync::Semaphore>,
+    /// Bounds the preloads of chunks the tiers hold locally (see
+    /// [`ChunkSource::holds`]): one per core.
+    local_slots: tokio::sync::Semaphore,
 }
 
 impl ImageReader {
@@ -114,6 +128,9 @@ impl ImageReader {
             state: Mutex::new(State::default()),
             sink: tokio::sync::watch::Sender::new(None),
             store_slots: Arc::new(tokio::sync::Semaphore::new(PENDING_STORES)),
+            local_slots: tokio::sync::Semaphore::new(
+                std::thread::available_parallelism().map_or(2, |n| n.get()),
+            ),
         }
     }
 
@@ -136,17 +153,79 @@ impl ImageReader {
 
     /// Reads `len` bytes at `offset`; short only at the end of the image.
     pub async fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, AgentError> {
+        let Some((first, last, end)) = self.span(offset, len) else {
+            return Ok(Vec::new());
+        };
+        let chunks = try_join_all((first..=last).map(|i| self.chunk(i))).await?;
+        Ok(self.assemble(offset, end, first, chunks))
+    }
+
+    /// [`ImageReader::read`], if every chunk it needs is in memory now
+    /// (held by a preload or in the small cache): then it runs on the
+    /// caller's thread, with no task to schedule. A start's reads are
+    /// mostly these, and a task waits behind every fetch the runtime is
+    /// busy with. `None`: a chunk must be fetched; nothing was counted.
+    pub fn read_cached(&self, offset: u64, len: usize) -> Option<Vec<u8>> {
+        let Some((first, last, end)) = self.span(offset, len) else {
+            return Some(Vec::new());
+        };
+        let chunks = {
+            let mut s = self.lock();
+            let mut found = Vec::with_capacity(last - first + 1);
+            for i in first..=last {
+                found.push(match self.manifest.chunks.get(i)? {
+                    ChunkEntry::Zero => None,
+                    ChunkEntry::Stored { .. } => Some(
+                        s.preloading
+                            .get(&i)
+                            .or_else(|| s.lru.iter().find(|(j, _)| *j == i).map(|(_, c)| c))?
+                            .clone(),
+                    ),
+                });
+            }
+            // Every chunk is here: count them as `chunk_as` would.
+            for (i, c) in (first..=last).zip(&found) {
+                if c.is_none() {
+                    self.stats.chunks_zero.fetch_add(1, Relaxed);
+                    continue;
+                }
+                s.note_read(i);
+                if let Some(pos) = s.lru.iter().position(|(j, _)| *j == i) {
+                    if let Some(hit) = s.lru.remove(pos) {
+                        s.lru.push_back(hit);
+                    }
+                }
+                self.stats.chunks_memory.fetch_add(1, Relaxed);
+            }
+            found
+        };
+        Some(self.assemble(offset, end, first, chunks))
+    }
+
+    /// The chunks `len` bytes at `offset` span and where they end, or
+    /// `None` if that is nothing.
+    fn span(&self, offset: u64, len: usize) -> Option<(usize, usize, u64)> {
         let size = self.size();
         if offset >= size || len == 0 {
-            return Ok(Vec::new());
+            return None;
         }
         let end = (offset + len as u64).min(size);
         let cs = self.manifest.chunk_size;
-        let first = (offset / cs) as usize;
-        let last = ((end - 1) / cs) as usize;
-        let chunks = try_join_all((first..=last).map(|i| self.chunk(i))).await?;
+        Some(((offset / cs) as usize, ((end - 1) / cs) as usize, end))
+    }
+
+    /// The plaintext of `offset..end` from the ciphertext of the chunks
+    /// from `first` on (`None`: a zero chunk).
+    fn assemble(
+        &self,
+        offset: u64,
+        end: u64,
+        first: usize,
+        chunks: Vec<Option<Cipher>>,
+    ) -> Vec<u8> {
+        let cs = self.manifest.chunk_size;
         let mut out = vec![0u8; (end - offset) as usize];
-        for (i, cipher) in (first..=last).zip(chunks) {
+        for (i, cipher) in (first..).zip(chunks) {
             let chunk_start = i as u64 * cs;
             let from = offset.max(chunk_start);
             let to = end.min(chunk_start + cs);
@@ -159,7 +238,7 @@ impl ImageReader {
                 cipher::decrypt_range(key, from - chunk_start, dst);
             }
         }
-        Ok(out)
+        out
     }
 
     /// The verified ciphertext of chunk `index`, or `None` for a zero
@@ -179,8 +258,8 @@ impl ImageReader {
         };
         let cell = {
             let mut s = self.lock();
-            if usage == Use::Read && s.traced.insert(index) {
-                s.trace.push(index as u32);
+            if usage == Use::Read {
+                s.note_read(index);
             }
             if let Some(p) = s.preloading.get(&index) {
                 self.stats.chunks_memory.fetch_add(1, Relaxed);
@@ -256,39 +335,70 @@ impl ImageReader {
             .collect();
         indices.sort_unstable();
         indices.dedup();
-        self.prefetch_chunks(indices, concurrency);
+        self.enqueue(indices, false, concurrency);
     }
 
     /// Like [`ImageReader::prefetch`], for chunk indices, in the given
-    /// order (a startup trace's).
+    /// order (a startup trace's), ahead of the chunks still waiting: a
+    /// trace lists what the start reads, in the order it reads it.
     pub fn prefetch_chunks(self: &Arc<Self>, indices: Vec<usize>, concurrency: usize) {
-        let indices: Vec<usize> = indices
+        self.enqueue(indices, true, concurrency);
+    }
+
+    fn enqueue(self: &Arc<Self>, indices: Vec<usize>, first: bool, concurrency: usize) {
+        let indices = indices
             .into_iter()
-            .filter(|&i| matches!(self.manifest.chunks.get(i), Some(ChunkEntry::Stored { .. })))
-            .collect();
-        let this = self.clone();
-        tokio::spawn(async move {
-            use futures_util::stream::{self, StreamExt};
-            stream::iter(indices)
-                .for_each_concurrent(concurrency.max(1), |i| {
-                    let this = this.clone();
-                    async move {
-                        // Errors are left for the read that needs the chunk.
-                        if this.opts.preload {
-                            let _ = this.preload(i).await;
-                            return;
+            .filter(|&i| matches!(self.manifest.chunks.get(i), Some(ChunkEntry::Stored { .. })));
+        let start = {
+            let mut s = self.lock();
+            if first {
+                let ahead: Vec<usize> = indices.collect();
+                for i in ahead.into_iter().rev() {
+                    s.waiting.push_front(i);
+                }
+            } else {
+                s.waiting.extend(indices);
+            }
+            let start = concurrency
+                .max(1)
+                .min(s.waiting.len())
+                .saturating_sub(s.prefetchers);
+            s.prefetchers += start;
+            start
+        };
+        for _ in 0..start {
+            let this = self.clone();
+            tokio::spawn(async move {
+                loop {
+                    let next = {
+                        let mut s = this.lock();
+                        let next = s.waiting.pop_front();
+                        if next.is_none() {
+                            s.prefetchers -= 1;
                         }
-                        let Some(ChunkEntry::Stored { name, .. }) = this.manifest.chunks.get(i)
-                        else {
-                            return;
-                        };
-                        if let Ok(Some(f)) = this.source.prefetch(name).await {
-                            this.count(f.tier, f.bytes.len());
-                        }
+                        next
+                    };
+                    match next {
+                        Some(i) => this.prefetch_one(i).await,
+                        None => return,
                     }
-                })
-                .await;
-        });
+                }
+            });
+        }
+    }
+
+    async fn prefetch_one(self: &Arc<Self>, index: usize) {
+        // Errors are left for the read that needs the chunk.
+        if self.opts.preload {
+            let _ = self.preload(index).await;
+            return;
+        }
+        let Some(ChunkEntry::Stored { name, .. }) = self.manifest.chunks.get(index) else {
+            return;
+        };
+        if let Ok(Some(f)) = self.source.prefetch(name).await {
+            self.count(f.tier, f.bytes.len());
+        }
     }
 
     /// Fetches chunk `index`, decrypts it whole and stores it in the page
@@ -300,16 +410,24 @@ impl ImageReader {
     /// kernel read holds locked (a read spanning into a chunk still on
     /// its way), and must not hold up the fetches behind it meanwhile.
     async fn preload(self: &Arc<Self>, index: usize) -> Result<(), AgentError> {
-        let Some(ChunkEntry::Stored { key, .. }) = self.manifest.chunks.get(index) else {
+        let Some(ChunkEntry::Stored { key, name }) = self.manifest.chunks.get(index) else {
             return Ok(());
         };
         let key = key.clone();
         if !self.lock().preloaded.insert(index) {
             return Ok(());
         }
+        // A chunk the worker cache holds costs only CPU (read, verify):
+        // more of those at once than there are cores just crowds out the
+        // container and the reads it is waiting on.
+        let local = match self.source.holds(name) {
+            true => self.local_slots.acquire().await.ok(),
+            false => None,
+        };
         let Some(cipher) = self.chunk_as(index, Use::Preload).await? else {
             return Ok(());
         };
+        drop(local);
         let Ok(slot) = self.store_slots.clone().acquire_owned().await else {
             return Ok(());
         };

@@ -44,6 +44,12 @@ pub trait ChunkSource: Send + Sync + std::fmt::Debug {
     async fn prefetch(&self, name: &ChunkName) -> Result<Option<Fetched>, SourceError> {
         self.fetch(name).await.map(Some)
     }
+
+    /// Whether a fetch of `name` would be served here, on this machine:
+    /// work for the CPU, no wait on a network. Cheap; may be stale.
+    fn holds(&self, _name: &ChunkName) -> bool {
+        false
+    }
 }
 
 /// The origin store: the last tier.
@@ -120,6 +126,10 @@ impl ChunkSource for WorkerCached {
             return Ok(None);
         }
         self.fetch(name).await.map(Some)
+    }
+
+    fn holds(&self, name: &ChunkName) -> bool {
+        self.cache.contains(name)
     }
 }
 

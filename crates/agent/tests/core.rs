@@ -120,6 +120,10 @@ proptest! {
             let lo = off.min(size) as usize;
             let hi = (off + len as u64).min(size) as usize;
             prop_assert_eq!(&got[..], &f.reference[lo..hi], "read at {} len {}", off, len);
+            // Answered from memory or not at all, never wrong.
+            if let Some(now) = r.read_cached(off, len) {
+                prop_assert_eq!(&now[..], &f.reference[lo..hi], "cached read at {} len {}", off, len);
+            }
         }
     }
 
@@ -327,4 +331,181 @@ fn preload_stores_decrypted_chunks_once_a_sink_is_attached() {
     );
     assert_eq!(s.bytes_read, 0);
     assert!(r.trace().is_empty());
+}
+
+/// The index of the `n`th stored chunk of the fixture.
+fn stored_chunk(n: usize) -> usize {
+    fixture()
+        .manifest
+        .chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| matches!(c, kindling_chunk::ChunkEntry::Stored { .. }))
+        .nth(n)
+        .unwrap()
+        .0
+}
+
+/// A read served on the caller's thread takes only chunks already in
+/// memory: it fetches nothing, answers what a read through the tiers
+/// answers, and enters the trace like one.
+#[test]
+fn read_cached_serves_only_chunks_in_memory() {
+    let f = fixture();
+    let faulty = Arc::new(FaultyStore::new(LocalStore::new(f.store_dir.clone())));
+    let r = reader_over(faulty.clone(), 4);
+    let cs = f.manifest.chunk_size;
+    let (a, b) = (stored_chunk(0), stored_chunk(1));
+    let at = a as u64 * cs + 100;
+    assert!(r.read_cached(at, 4096).is_none());
+    assert_eq!(faulty.counts().gets, 0);
+    assert!(r.trace().is_empty());
+    rt().block_on(r.read(at, 10)).unwrap();
+    assert_eq!(faulty.counts().gets, 1);
+    let got = r.read_cached(at, 4096).unwrap();
+    assert_eq!(got, f.reference[at as usize..at as usize + 4096]);
+    assert_eq!(faulty.counts().gets, 1);
+    assert_eq!(r.trace(), vec![a as u32]);
+    // A read reaching into a chunk not in memory is left to the tiers.
+    let end_of_a = (a as u64 + 1) * cs;
+    if b == a + 1 {
+        assert!(r.read_cached(end_of_a - 10, 20).is_none());
+        assert_eq!(faulty.counts().gets, 1);
+    }
+    // Zero chunks need nothing.
+    let zero = f
+        .manifest
+        .chunks
+        .iter()
+        .position(|c| matches!(c, kindling_chunk::ChunkEntry::Zero))
+        .unwrap();
+    let got = r.read_cached(zero as u64 * cs, 8192).unwrap();
+    assert!(got.iter().all(|&x| x == 0));
+    assert_eq!(faulty.counts().gets, 1);
+}
+
+/// A tier that records what it is asked for, holds every fetch until the
+/// test lets it go, and can claim to hold chunks locally.
+#[derive(Debug)]
+struct Gated {
+    inner: Origin,
+    asked: std::sync::Mutex<Vec<kindling_chunk::ChunkName>>,
+    gate: tokio::sync::Semaphore,
+    local: bool,
+    running: std::sync::atomic::AtomicUsize,
+    most_running: std::sync::atomic::AtomicUsize,
+}
+
+impl Gated {
+    fn new(held_here: bool) -> Gated {
+        Gated {
+            inner: Origin::new(local()),
+            asked: Default::default(),
+            gate: tokio::sync::Semaphore::new(0),
+            running: Default::default(),
+            most_running: Default::default(),
+            local: held_here,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl kindling_agent::ChunkSource for Gated {
+    async fn fetch(
+        &self,
+        name: &kindling_chunk::ChunkName,
+    ) -> Result<kindling_agent::Fetched, kindling_agent::SourceError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.asked.lock().unwrap().push(*name);
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.most_running.fetch_max(now, SeqCst);
+        self.gate.acquire().await.unwrap().forget();
+        self.running.fetch_sub(1, SeqCst);
+        self.inner.fetch(name).await
+    }
+
+    fn holds(&self, _name: &kindling_chunk::ChunkName) -> bool {
+        self.local
+    }
+}
+
+fn name_of(index: usize) -> kindling_chunk::ChunkName {
+    match &fixture().manifest.chunks[index] {
+        kindling_chunk::ChunkEntry::Stored { name, .. } => *name,
+        _ => unreachable!(),
+    }
+}
+
+/// A startup trace, known a little after the hot ranges, goes ahead of
+/// the hot-range chunks still waiting: it lists what the start reads
+/// first.
+#[test]
+fn a_trace_goes_ahead_of_waiting_prefetches() {
+    let f = fixture();
+    let source = Arc::new(Gated::new(false));
+    let r = Arc::new(ImageReader::new(
+        f.manifest.clone(),
+        source.clone(),
+        Arc::new(Stats::default()),
+        ReaderOptions::default(),
+    ));
+    let cs = f.manifest.chunk_size;
+    let hot: Vec<usize> = (0..3).map(stored_chunk).collect();
+    let trace: Vec<usize> = (5..7).rev().map(stored_chunk).collect();
+    let ranges: Vec<[u64; 2]> = hot.iter().map(|&i| [i as u64 * cs, 1]).collect();
+    rt().block_on(async {
+        r.prefetch(&ranges, 1);
+        while source.asked.lock().unwrap().is_empty() {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        r.prefetch_chunks(trace.clone(), 1);
+        source.gate.add_permits(100);
+        let t = std::time::Instant::now();
+        while source.asked.lock().unwrap().len() < 5 {
+            assert!(t.elapsed() < Duration::from_secs(10), "prefetch stalled");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    });
+    let want: Vec<_> = [hot[0], trace[0], trace[1], hot[1], hot[2]]
+        .into_iter()
+        .map(name_of)
+        .collect();
+    assert_eq!(*source.asked.lock().unwrap(), want);
+}
+
+/// Preloading chunks a local tier holds is CPU work: at most one per core
+/// at once, however wide the prefetch; chunks from a network tier are
+/// fetched as wide as asked.
+#[test]
+fn local_preloads_run_one_per_core() {
+    let f = fixture();
+    let cores = std::thread::available_parallelism().unwrap().get();
+    let all: Vec<usize> = (0..f.manifest.chunks.len()).collect();
+    for local in [true, false] {
+        let source = Arc::new(Gated::new(local));
+        let r = Arc::new(ImageReader::new(
+            f.manifest.clone(),
+            source.clone(),
+            Arc::new(Stats::default()),
+            ReaderOptions {
+                preload: true,
+                ..ReaderOptions::default()
+            },
+        ));
+        r.attach_page_sink(Arc::new(Recorded::default()));
+        let wide = cores + 4;
+        rt().block_on(async {
+            r.prefetch_chunks(all.clone(), wide);
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            source.gate.add_permits(10_000);
+        });
+        let most = source
+            .most_running
+            .load(std::sync::atomic::Ordering::SeqCst);
+        if local {
+            assert_eq!(most, cores, "local preloads at once");
+        } else {
+            assert_eq!(most, wide, "network preloads at once");
+        }
+    }
 }
