@@ -47,7 +47,7 @@ pub struct LayoutArgs {
     #[arg(long, default_value = "10GiB", value_parser = parse_size)]
     max_size: u64,
     /// Average length of the segments small files are packed into (default
-    /// 8 chunks). Longer: less padding; shorter: fewer new chunks per change.
+    /// 32 chunks). Longer: less padding; shorter: fewer new chunks per change.
     #[arg(long, value_parser = parse_size)]
     segment_size: Option<u64>,
     /// Layers decompressed ahead in parallel (the output does not depend on it).

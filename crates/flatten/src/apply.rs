@@ -6,9 +6,10 @@ use std::io::Read;
 use kindling_ext4::{Metadata, Timestamp};
 use kindling_oci::tar::{Entry, EntryKind, TarReader};
 
+use crate::cold;
 use crate::error::LayerError;
 use crate::placer::{PlaceError, Placer, Segment};
-use crate::tree::{components, Kind, Node, Tree, ROOT};
+use crate::tree::{components, Kind, Node, NodeId, Tree, ROOT};
 
 const WHITEOUT: &[u8] = b".wh.";
 const OPAQUE: &[u8] = b".wh..wh..opq";
@@ -17,6 +18,19 @@ const OPAQUE: &[u8] = b".wh..wh..opq";
 pub(crate) struct LayerStats {
     pub tar_bytes: u64,
     pub entries: u64,
+    /// Files placed by the deferred (cold) placer: their extents point
+    /// into its spill until the layer's end shifts them.
+    pub deferred: Vec<NodeId>,
+}
+
+impl From<PlaceError> for LayerError {
+    fn from(err: PlaceError) -> Self {
+        match err {
+            PlaceError::Io(io) => LayerError::Io(io),
+            PlaceError::Read(r) => r,
+            PlaceError::TooLarge => LayerError::TooLarge,
+        }
+    }
 }
 
 /// Counts bytes read, for the summary.
@@ -86,7 +100,14 @@ pub(crate) fn apply_layer<R: Read>(
     let mut stats = LayerStats::default();
     while let Some(entry) = tar.next_entry()? {
         stats.entries += 1;
-        apply_entry(tree, placer, &mut tar, &entry, warnings)?;
+        apply_entry(
+            tree,
+            placer,
+            &mut tar,
+            &entry,
+            warnings,
+            &mut stats.deferred,
+        )?;
     }
     // Read to the end so the digest of the whole blob is checked.
     tar.drain()?;
@@ -100,6 +121,7 @@ fn apply_entry<R: Read>(
     tar: &mut TarReader<R>,
     e: &Entry,
     warnings: &mut Vec<String>,
+    deferred: &mut Vec<NodeId>,
 ) -> Result<(), LayerError> {
     let bad = |reason: String| LayerError::entry(&e.path, reason);
     let comps = components(&e.path).map_err(|r| bad(r.to_string()))?;
@@ -179,22 +201,22 @@ fn apply_entry<R: Read>(
                     length: e.size,
                 }],
             };
-            let extents = placer
-                .place_file(e.stored_size, &segments, |buf| {
-                    tar.read_data(buf).map_err(LayerError::from)
-                })
-                .map_err(|err| match err {
-                    PlaceError::Io(io) => LayerError::Io(io),
-                    PlaceError::Read(r) => r,
-                    PlaceError::TooLarge => LayerError::TooLarge,
-                })?;
-            tree.push(Node {
+            let cold = e.stored_size > 0 && cold::likely_cold(&comps);
+            let target = if cold { placer.deferred()? } else { placer };
+            let extents = target.place_file(e.stored_size, &segments, |buf| {
+                tar.read_data(buf).map_err(LayerError::from)
+            })?;
+            let node = tree.push(Node {
                 meta,
                 kind: Kind::File {
                     size: e.size,
                     extents,
                 },
-            })
+            });
+            if cold {
+                deferred.push(node);
+            }
+            node
         }
         EntryKind::Symlink => {
             if e.link_target.is_empty() || e.link_target.len() >= 4096 {

@@ -14,7 +14,13 @@
 //!   hash falls under a threshold proportional to its size, giving segments
 //!   of about `segment_target` bytes whose boundaries depend on content, not
 //!   position: a changed file disturbs only its own segment;
-//! * all-zero 4 KiB blocks are holes: they take no space.
+//! * all-zero 4 KiB blocks are holes: they take no space;
+//! * files a start is unlikely to read (`cold`) are placed by the same
+//!   rules in a second stream, spilled to a temporary file and copied in
+//!   after the rest of the layer, so the files a start reads sit together.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
 
 use kindling_ext4::{Extent, Output, BLOCK_SIZE};
 use xxhash_rust::xxh3::Xxh3;
@@ -35,8 +41,23 @@ pub(crate) struct Segment {
     pub length: u64,
 }
 
+/// Where a placer writes: the image, or its own spill file.
+enum Target<'f> {
+    Image(&'f dyn Output),
+    Spill(File),
+}
+
+impl Target<'_> {
+    fn output(&self) -> &dyn Output {
+        match self {
+            Target::Image(out) => *out,
+            Target::Spill(file) => file,
+        }
+    }
+}
+
 pub(crate) struct Placer<'f> {
-    file: &'f dyn Output,
+    file: Target<'f>,
     /// First block of the first layer region: the start of what `settled`
     /// reports.
     data_start: u64,
@@ -54,6 +75,9 @@ pub(crate) struct Placer<'f> {
     /// Read buffer reused across files (a fresh 1 MiB buffer per file cost
     /// a page-faulting mmap each time).
     read_buf: Vec<u8>,
+    /// The layer's cold files, placed from block 0 of a spill file; their
+    /// extents are shifted when [`Placer::splice_deferred`] copies them in.
+    deferred: Option<Box<Placer<'f>>>,
 }
 
 /// The placer ran past the image size limit.
@@ -81,6 +105,22 @@ impl<'f> Placer<'f> {
         segment_target: u64,
         max_blocks: u64,
     ) -> Self {
+        Self::with_target(
+            Target::Image(file),
+            first_block,
+            chunk_size,
+            segment_target,
+            max_blocks,
+        )
+    }
+
+    fn with_target(
+        file: Target<'f>,
+        first_block: u64,
+        chunk_size: u64,
+        segment_target: u64,
+        max_blocks: u64,
+    ) -> Self {
         Placer {
             file,
             data_start: first_block,
@@ -93,7 +133,74 @@ impl<'f> Placer<'f> {
             pending: Vec::with_capacity(WRITE_BUFFER),
             pending_block: first_block,
             read_buf: vec![0u8; 1 << 20],
+            deferred: None,
         }
+    }
+
+    /// The placer for this layer's cold files. Extents it returns are
+    /// relative to the spill, until [`Placer::splice_deferred`].
+    pub fn deferred(&mut self) -> Result<&mut Placer<'f>, PlaceError> {
+        if self.deferred.is_none() {
+            let spill = tempfile::tempfile().map_err(PlaceError::Io)?;
+            self.deferred = Some(Box::new(Placer::with_target(
+                Target::Spill(spill),
+                0,
+                self.chunk_blocks * BLOCK_SIZE,
+                self.segment_target,
+                self.max_blocks,
+            )));
+        }
+        Ok(self.deferred.as_mut().expect("just set"))
+    }
+
+    /// Copies the layer's cold files in at the next chunk boundary and
+    /// returns the block their extents must be shifted by (None if the
+    /// layer had none). The spill's padding is all-zero blocks, which stay
+    /// holes: no file block is all zero.
+    pub fn splice_deferred(&mut self) -> Result<Option<u64>, PlaceError> {
+        let Some(mut spill) = self.deferred.take() else {
+            return Ok(None);
+        };
+        spill.flush().map_err(PlaceError::Io)?;
+        let Target::Spill(file) = &spill.file else {
+            unreachable!("a deferred placer writes to its spill")
+        };
+        self.align();
+        self.flush().map_err(PlaceError::Io)?;
+        let base = self.cursor;
+        let len = spill.cursor;
+        if base + len > self.max_blocks {
+            return Err(PlaceError::TooLarge);
+        }
+        let mut buf = vec![0u8; WRITE_BUFFER];
+        let mut at = 0;
+        while at < len {
+            let n = ((len - at) as usize * BS).min(buf.len());
+            file.read_exact_at(&mut buf[..n], at * BLOCK_SIZE)
+                .map_err(PlaceError::Io)?;
+            let is_data = |i: usize| buf[i * BS..(i + 1) * BS] != ZERO_BLOCK[..];
+            let (blocks, mut i) = (n / BS, 0);
+            while i < blocks {
+                if !is_data(i) {
+                    i += 1;
+                    continue;
+                }
+                let start = i;
+                while i < blocks && is_data(i) {
+                    i += 1;
+                }
+                let offset = (base + at + start as u64) * BLOCK_SIZE;
+                self.file
+                    .output()
+                    .write_image_at(&buf[start * BS..i * BS], offset)
+                    .map_err(PlaceError::Io)?;
+            }
+            at += (n / BS) as u64;
+        }
+        self.cursor = base + len;
+        self.written += spill.written;
+        self.settle().map_err(PlaceError::Io)?;
+        Ok(Some(base))
     }
 
     pub fn cursor(&self) -> u64 {
@@ -122,6 +229,7 @@ impl<'f> Placer<'f> {
         if blocks.len() >= DIRECT_WRITE {
             self.flush().map_err(PlaceError::Io)?;
             self.file
+                .output()
                 .write_image_at(blocks, at * BLOCK_SIZE)
                 .map_err(PlaceError::Io)?;
             self.cursor += n;
@@ -144,6 +252,7 @@ impl<'f> Placer<'f> {
     pub fn flush(&mut self) -> std::io::Result<()> {
         if !self.pending.is_empty() {
             self.file
+                .output()
                 .write_image_at(&self.pending, self.pending_block * BLOCK_SIZE)?;
             self.pending.clear();
         }
@@ -154,6 +263,7 @@ impl<'f> Placer<'f> {
     /// cursor only moves forward, so those bytes are final.
     fn settle(&self) -> std::io::Result<()> {
         self.file
+            .output()
             .settled(self.data_start * BLOCK_SIZE..self.cursor * BLOCK_SIZE)
     }
 
@@ -414,5 +524,66 @@ mod tests {
         want[(1 << 20) + 7..].copy_from_slice(&stored[100..]);
         assert_eq!(read_back(&file, want.len() as u64, &e2), want);
         assert_eq!(e2.iter().map(|e| e.len).sum::<u32>(), 3);
+    }
+
+    #[test]
+    fn deferred_files_follow_the_rest_and_keep_their_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("x"))
+            .unwrap();
+        let cs = 512 * 1024;
+        let mut p = Placer::new(&file, 128, cs, 64 << 20, 1 << 30);
+        let whole = |d: &[u8]| {
+            [Segment {
+                offset: 0,
+                length: d.len() as u64,
+            }]
+        };
+        let hot1: Vec<u8> = (0..20_000u32).map(|i| (i % 13 + 1) as u8).collect();
+        let cold: Vec<u8> = (0..1_300_000u32).map(|i| (i % 11 + 1) as u8).collect();
+        let hot2: Vec<u8> = (0..9_000u32).map(|i| (i % 5 + 1) as u8).collect();
+        let e1 = place(&mut p, &hot1, &whole(&hot1));
+        let mut ec = {
+            let d = p.deferred().unwrap();
+            let mut at = 0;
+            d.place_file(cold.len() as u64, &whole(&cold), |buf| {
+                let n = buf.len().min(cold.len() - at);
+                buf[..n].copy_from_slice(&cold[at..at + n]);
+                at += n;
+                Ok(n)
+            })
+            .unwrap()
+        };
+        let e2 = place(&mut p, &hot2, &whole(&hot2));
+        let end_of_hot = e2[0].physical + u64::from(e2[0].len);
+        assert_eq!(
+            e1[0].physical + u64::from(e1[0].len),
+            e2[0].physical,
+            "the cold file does not sit between the hot ones"
+        );
+        let base = p
+            .splice_deferred()
+            .unwrap()
+            .expect("a cold file was deferred");
+        assert_eq!(
+            base % (cs / BLOCK_SIZE),
+            0,
+            "the cold files start on a chunk"
+        );
+        assert!(base >= end_of_hot);
+        for e in &mut ec {
+            e.physical += base;
+        }
+        assert_eq!(p.splice_deferred().unwrap(), None, "the spill is used once");
+        p.flush().unwrap();
+        assert_eq!(read_back(&file, hot1.len() as u64, &e1), hot1);
+        assert_eq!(read_back(&file, cold.len() as u64, &ec), cold);
+        assert_eq!(read_back(&file, hot2.len() as u64, &e2), hot2);
+        assert_eq!(p.written(), 5 + 318 + 3, "blocks of data written");
     }
 }

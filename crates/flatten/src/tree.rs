@@ -4,7 +4,8 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use kindling_ext4::{Content, Extent, Metadata, Node as ExtNode, NodeId};
+pub(crate) use kindling_ext4::NodeId;
+use kindling_ext4::{Content, Extent, Metadata, Node as ExtNode};
 
 /// Symlinks followed while resolving one path before giving up (Linux: 40).
 const MAX_SYMLINKS: usize = 40;
@@ -111,6 +112,18 @@ impl Tree {
     pub fn push(&mut self, node: Node) -> NodeId {
         self.nodes.push(node);
         self.nodes.len() - 1
+    }
+
+    /// Moves the data of `files` (placed relative to a spill) to where the
+    /// spill was copied: `base` blocks further.
+    pub fn shift_extents(&mut self, files: &[NodeId], base: u64) {
+        for &id in files {
+            if let Kind::File { extents, .. } = &mut self.nodes[id].kind {
+                for e in extents {
+                    e.physical += base;
+                }
+            }
+        }
     }
 
     /// Resolves a directory path, following symlinks in every component
