@@ -21,6 +21,7 @@ mod cold;
 mod error;
 mod pipeline;
 mod placer;
+mod pyc;
 mod tree;
 
 use kindling_ext4::{first_data_block, write_filesystem, FsOptions, Output, BLOCK_SIZE};

@@ -172,10 +172,13 @@ impl<'f> Placer<'f> {
         if base + len > self.max_blocks {
             return Err(PlaceError::TooLarge);
         }
+        // Padding at the spill's end was never written: the file stops
+        // at its last data block.
+        let stored = file.metadata().map_err(PlaceError::Io)?.len() / BLOCK_SIZE;
         let mut buf = vec![0u8; WRITE_BUFFER];
         let mut at = 0;
-        while at < len {
-            let n = ((len - at) as usize * BS).min(buf.len());
+        while at < stored.min(len) {
+            let n = ((stored.min(len) - at) as usize * BS).min(buf.len());
             file.read_exact_at(&mut buf[..n], at * BLOCK_SIZE)
                 .map_err(PlaceError::Io)?;
             let is_data = |i: usize| buf[i * BS..(i + 1) * BS] != ZERO_BLOCK[..];
@@ -585,5 +588,44 @@ mod tests {
         assert_eq!(read_back(&file, cold.len() as u64, &ec), cold);
         assert_eq!(read_back(&file, hot2.len() as u64, &e2), hot2);
         assert_eq!(p.written(), 5 + 318 + 3, "blocks of data written");
+    }
+
+    #[test]
+    fn a_spill_ending_in_padding_splices() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(dir.path().join("x"))
+            .unwrap();
+        // A 4 KiB segment target: every file ends its segment, so the
+        // spill's cursor ends past its last written block.
+        let mut p = Placer::new(&file, 128, 512 * 1024, 4096, 1 << 30);
+        let cold: Vec<u8> = (0..20_000u32).map(|i| (i % 11 + 1) as u8).collect();
+        let mut at = 0;
+        let mut e = p
+            .deferred()
+            .unwrap()
+            .place_file(
+                cold.len() as u64,
+                &[Segment {
+                    offset: 0,
+                    length: cold.len() as u64,
+                }],
+                |buf| {
+                    let n = buf.len().min(cold.len() - at);
+                    buf[..n].copy_from_slice(&cold[at..at + n]);
+                    at += n;
+                    Ok(n)
+                },
+            )
+            .unwrap();
+        let base = p.splice_deferred().unwrap().unwrap();
+        assert_eq!(p.cursor(), base + 128, "the spill's padding is kept");
+        e[0].physical += base;
+        p.flush().unwrap();
+        assert_eq!(read_back(&file, cold.len() as u64, &e), cold);
     }
 }
