@@ -199,14 +199,9 @@ pub async fn open_over(
     let record_trace = Arc::new(std::sync::atomic::AtomicBool::new(false));
     if !args.no_cache {
         // Without the worker cache there is nowhere to keep prefetched
-        // chunks. Chunk 0 (the superblock) is the mount's first read. The
-        // rest of the hot ranges (the metadata region) only stand in for a
-        // trace: the trace lists the metadata chunks the start reads, and
-        // on python-ds 12 of the region's 21 stored chunks are never read.
-        reader.prefetch(&[[0, 1]], 16);
-        if args.no_trace {
-            reader.prefetch(&hot, 16);
-        } else {
+        // chunks.
+        reader.prefetch(&hot, 16);
+        if !args.no_trace {
             // The trace is looked up in the background: the start does
             // not wait for it.
             let (reader, record, key, repo) = (
@@ -220,15 +215,13 @@ pub async fn open_over(
                 match repo.trace(&manifest).await {
                     Ok(Some(b)) => match kindling_chunk::open_trace(&b, &key) {
                         Ok(t) => {
-                            reader.prefetch_chunks(t.into_iter().map(|i| i as usize).collect(), 16);
-                            return;
+                            reader.prefetch_chunks(t.into_iter().map(|i| i as usize).collect(), 16)
                         }
                         Err(e) => eprintln!("kindling: warning: ignoring the startup trace: {e}"),
                     },
                     Ok(None) => record.store(true, std::sync::atomic::Ordering::SeqCst),
                     Err(e) => eprintln!("kindling: warning: reading the startup trace: {e:#}"),
                 }
-                reader.prefetch(&hot, 16);
             });
         }
     }
