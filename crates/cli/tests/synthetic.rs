@@ -456,6 +456,28 @@ fn layer_digest_mismatch() {
     );
 }
 
+/// Cold files wait in a temporary file until their layer ends: when
+/// TMPDIR cannot hold it, the error says so and nothing is left.
+#[test]
+fn unusable_tmpdir_fails_cleanly() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let layout = t.path().join("layout");
+    two_layers(
+        &layout,
+        vec![Entry::dir("tests"), Entry::file("tests/t.py", "cold\n")],
+    );
+    let out = tempfile::tempdir().expect("tempdir");
+    let o = output(
+        kindling()
+            .env("TMPDIR", t.path().join("missing"))
+            .arg("flatten")
+            .arg(&layout)
+            .arg("-o")
+            .arg(out.path().join("out.img")),
+    );
+    assert_clean_failure("unusable TMPDIR", &o, &["TMPDIR", "missing"], out.path());
+}
+
 #[test]
 fn layer_size_mismatch() {
     let t = tempfile::tempdir().expect("tempdir");

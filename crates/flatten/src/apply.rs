@@ -27,6 +27,10 @@ impl From<PlaceError> for LayerError {
     fn from(err: PlaceError) -> Self {
         match err {
             PlaceError::Io(io) => LayerError::Io(io),
+            PlaceError::Spill(source) => LayerError::Spill {
+                dir: std::env::temp_dir().display().to_string(),
+                source,
+            },
             PlaceError::Read(r) => r,
             PlaceError::TooLarge => LayerError::TooLarge,
         }
@@ -123,7 +127,13 @@ impl Layer<'_, '_> {
         } else {
             &mut *self.placer
         };
-        let placed = target.place_file(stored, segments, read)?;
+        let placed = target
+            .place_file(stored, segments, read)
+            .map_err(|e| match e {
+                // The deferred placer writes to its spill, not the image.
+                PlaceError::Io(io) if cold => PlaceError::Spill(io),
+                e => e,
+            })?;
         if let Kind::File { extents, .. } = &mut self.tree.nodes[node].kind {
             *extents = placed;
         }

@@ -43,6 +43,14 @@ pub enum LayerError {
     /// An entry that cannot be applied; `path` is the entry's name in the tar.
     #[error("{path}: {reason}")]
     Entry { path: String, reason: String },
+    /// The temporary file that holds the layer's cold files until its end
+    /// could not be created, written or read.
+    #[error("keeping cold files in a temporary file under {dir} (set TMPDIR to change)")]
+    Spill {
+        dir: String,
+        #[source]
+        source: io::Error,
+    },
     /// File data ran past the size limit; `flatten` reports it as
     /// [`FlattenError::TooLarge`] with the limit.
     #[error("file data exceeds the size limit")]

@@ -84,6 +84,8 @@ pub(crate) struct Placer<'f> {
 #[derive(Debug)]
 pub(crate) enum PlaceError {
     Io(std::io::Error),
+    /// The spill of cold files failed.
+    Spill(std::io::Error),
     Read(crate::error::LayerError),
     TooLarge,
 }
@@ -141,7 +143,7 @@ impl<'f> Placer<'f> {
     /// relative to the spill, until [`Placer::splice_deferred`].
     pub fn deferred(&mut self) -> Result<&mut Placer<'f>, PlaceError> {
         if self.deferred.is_none() {
-            let spill = tempfile::tempfile().map_err(PlaceError::Io)?;
+            let spill = tempfile::tempfile().map_err(PlaceError::Spill)?;
             self.deferred = Some(Box::new(Placer::with_target(
                 Target::Spill(spill),
                 0,
@@ -161,7 +163,7 @@ impl<'f> Placer<'f> {
         let Some(mut spill) = self.deferred.take() else {
             return Ok(None);
         };
-        spill.flush().map_err(PlaceError::Io)?;
+        spill.flush().map_err(PlaceError::Spill)?;
         let Target::Spill(file) = &spill.file else {
             unreachable!("a deferred placer writes to its spill")
         };
@@ -174,13 +176,13 @@ impl<'f> Placer<'f> {
         }
         // Padding at the spill's end was never written: the file stops
         // at its last data block.
-        let stored = file.metadata().map_err(PlaceError::Io)?.len() / BLOCK_SIZE;
+        let stored = file.metadata().map_err(PlaceError::Spill)?.len() / BLOCK_SIZE;
         let mut buf = vec![0u8; WRITE_BUFFER];
         let mut at = 0;
         while at < stored.min(len) {
             let n = ((stored.min(len) - at) as usize * BS).min(buf.len());
             file.read_exact_at(&mut buf[..n], at * BLOCK_SIZE)
-                .map_err(PlaceError::Io)?;
+                .map_err(PlaceError::Spill)?;
             let is_data = |i: usize| buf[i * BS..(i + 1) * BS] != ZERO_BLOCK[..];
             let (blocks, mut i) = (n / BS, 0);
             while i < blocks {
