@@ -17,6 +17,11 @@ use crate::size::{human, parse_size};
 /// docker-archive (`docker save` output, FILE[:REPO:TAG]). Layers may be
 /// gzip, zstd or uncompressed; every blob's digest is verified. The output
 /// appears only when complete: on any error nothing is left at OUT.
+///
+/// Files a container start is unlikely to read (test suites, docs, headers,
+/// licences, Python sources their bytecode caches stand for) are placed
+/// after the rest of their layer; until the layer ends they wait in a
+/// temporary file under TMPDIR.
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The image to flatten.
