@@ -113,8 +113,7 @@ pub fn run(args: CacheArgs) -> Result<()> {
         .prefix("kindling-bench-cache-")
         .tempdir()?;
     rt.block_on(async {
-        let cluster = super::local_cluster(args.nodes, work.path()).await?;
-        let nodes = &cluster.nodes;
+        let nodes = super::local_cluster(args.nodes, work.path()).await?;
         let addrs: Vec<SocketAddr> = nodes.iter().map(|n| n.addr()).collect();
         let s3 = S3Server::start(&work.path().join("s3"))?;
         let origin = kindling_store::open(&s3.url(""), &s3.options())?;
@@ -206,7 +205,9 @@ pub fn run(args: CacheArgs) -> Result<()> {
             "node_gets": h.count, "sha256_of_a_chunk_us": sha256_us,
         });
         println!("{v}");
-        cluster.shutdown().await;
+        for n in nodes {
+            n.shutdown().await;
+        }
         drop(s3);
         Ok(())
     })

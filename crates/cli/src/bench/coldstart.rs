@@ -14,9 +14,9 @@
 //!     unpacked, page cache warm;
 //! (e) lazy, worker cache cold, AZ cache warm - Lambda's common case:
 //!     a new, empty worker cache over an AZ cache cluster (five cache
-//!     nodes started in this process on loopback, on a runtime of their
-//!     own, unless --cache-nodes names some) that an untimed start filled;
-//!     the origin behind it keeps its emulated network.
+//!     nodes started in this process on loopback, unless --cache-nodes
+//!     names some) that an untimed start filled; the origin behind it
+//!     keeps its emulated network.
 //! Times run from the start of each variant to the container's exit.
 
 use std::io::{Read, Write};
@@ -164,7 +164,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
     let root = Root::for_agent(&mut agent, args.cow);
 
     // (e)'s cluster; (a)-(d) do without one.
-    let (cluster, agent_e) = rt.block_on(az_cluster(&agent, work.path()))?;
+    let (nodes, agent_e) = rt.block_on(az_cluster(&agent, work.path()))?;
     agent.az = crate::az::AzArgs {
         disabled: true,
         ..Default::default()
@@ -278,9 +278,11 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         "e_chunks_from_origin": e_origin,
     });
     println!("{v}");
-    if let Some(c) = cluster {
-        rt.block_on(c.shutdown());
-    }
+    rt.block_on(async {
+        for n in nodes {
+            n.shutdown().await;
+        }
+    });
     Ok(())
 }
 
@@ -289,12 +291,12 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
 async fn az_cluster(
     agent: &AgentArgs,
     work: &Path,
-) -> Result<(Option<super::LocalCluster>, AgentArgs)> {
+) -> Result<(Vec<kindling_cachenode::RunningNode>, AgentArgs)> {
     let mut agent_e = agent.clone();
     if agent.az.cluster()?.is_some() {
-        return Ok((None, agent_e));
+        return Ok((Vec::new(), agent_e));
     }
-    let cluster = super::local_cluster(5, &work.join("az")).await?;
-    agent_e.az.cache_nodes = cluster.nodes.iter().map(|n| n.addr().to_string()).collect();
-    Ok((Some(cluster), agent_e))
+    let nodes = super::local_cluster(5, &work.join("az")).await?;
+    agent_e.az.cache_nodes = nodes.iter().map(|n| n.addr().to_string()).collect();
+    Ok((nodes, agent_e))
 }
