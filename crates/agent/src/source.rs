@@ -138,15 +138,39 @@ impl ChunkSource for WorkerCached {
 /// by the client; a miss - or a cluster too broken to answer - reads from
 /// `next`, and what the origin returned is written to the cluster in the
 /// background: the read never waits for the fill.
+///
+/// A cluster that has not answered after `hedge_after` is slow, not
+/// necessarily missing the chunk (nodes that share a busy worker's cores,
+/// a flash tier under load): the origin is asked too and the first answer
+/// wins. One hedge per read, and a chunk the origin delivered that way is
+/// not written back (the cluster likely has it).
 #[derive(Debug, Clone)]
 pub struct AzCached {
     client: Arc<kindling_azcache::AzClient>,
     next: Arc<dyn ChunkSource>,
+    hedge_after: std::time::Duration,
 }
 
 impl AzCached {
-    pub fn new(client: Arc<kindling_azcache::AzClient>, next: Arc<dyn ChunkSource>) -> AzCached {
-        AzCached { client, next }
+    pub fn new(
+        client: Arc<kindling_azcache::AzClient>,
+        next: Arc<dyn ChunkSource>,
+        hedge_after: std::time::Duration,
+    ) -> AzCached {
+        AzCached {
+            client,
+            next,
+            hedge_after,
+        }
+    }
+
+    /// What the next tier returned after a miss: a chunk from the origin
+    /// is written to the cluster.
+    fn after_miss(&self, name: &ChunkName, f: Fetched) -> Fetched {
+        if f.tier == Tier::Origin {
+            self.client.fill(*name, f.bytes.clone());
+        }
+        f
     }
 
     pub fn client(&self) -> &Arc<kindling_azcache::AzClient> {
@@ -157,17 +181,28 @@ impl AzCached {
 #[async_trait::async_trait]
 impl ChunkSource for AzCached {
     async fn fetch(&self, name: &ChunkName) -> Result<Fetched, SourceError> {
-        // A failed get is a miss: the client counts it, the origin answers.
-        if let Ok(Some(bytes)) = self.client.get(name).await {
-            return Ok(Fetched {
+        let hit = |bytes| {
+            Ok(Fetched {
                 bytes,
                 tier: Tier::Az,
-            });
+            })
+        };
+        let az = self.client.get(name);
+        tokio::pin!(az);
+        // A failed get is a miss: the client counts it, the origin answers.
+        match tokio::time::timeout(self.hedge_after, &mut az).await {
+            Ok(Ok(Some(bytes))) => return hit(bytes),
+            Ok(_) => return Ok(self.after_miss(name, self.next.fetch(name).await?)),
+            Err(_slow) => {}
         }
-        let f = self.next.fetch(name).await?;
-        if f.tier == Tier::Origin {
-            self.client.fill(*name, f.bytes.clone());
+        let origin = self.next.fetch(name);
+        tokio::pin!(origin);
+        tokio::select! {
+            got = &mut az => match got {
+                Ok(Some(bytes)) => hit(bytes),
+                _ => Ok(self.after_miss(name, origin.await?)),
+            },
+            f = &mut origin => f,
         }
-        Ok(f)
     }
 }

@@ -153,12 +153,13 @@ pub async fn open_over(
     let trace_repo = kindling_repo::Repo::new(store.clone());
     // The chain is built from the bottom: origin, AZ cluster, worker cache.
     let mut below: Arc<dyn ChunkSource> = Arc::new(Origin::new(store));
-    let az = match args.az.cluster()? {
+    let cluster = args.az.cluster()?;
+    let az = match &cluster {
         Some(cluster) => Some(cluster.client()?),
         None => None,
     };
-    if let Some(client) = &az {
-        below = Arc::new(AzCached::new(client.clone(), below));
+    if let (Some(client), Some(cluster)) = (&az, &cluster) {
+        below = Arc::new(AzCached::new(client.clone(), below, cluster.hedge_after));
     }
     let source = if args.no_cache {
         below

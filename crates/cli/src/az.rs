@@ -24,8 +24,9 @@ pub struct AzArgs {
     /// [default: the config file's az.stripes, else 4+1].
     #[arg(long, value_name = "K+M", value_parser = parse_stripes)]
     pub stripes: Option<Stripes>,
-    /// Time limit of one stripe request, after which the node counts as
-    /// not answering [default: the config file's az.timeout_ms, else 30ms].
+    /// How long a read waits for the cluster before it asks the origin too
+    /// (the first answer wins; the cluster's stripes are awaited up to 8
+    /// times this) [default: the config file's az.timeout_ms, else 30ms].
     #[arg(long, value_name = "DURATION", value_parser = crate::bench::parse_duration)]
     pub az_timeout: Option<Duration>,
     /// A TOML config file with an [az] table: nodes = ["HOST:PORT", ...],
@@ -95,7 +96,14 @@ pub struct Cluster {
     pub nodes: Vec<SocketAddr>,
     pub stripes: Stripes,
     pub config: ClientConfig,
+    /// How long a read waits for the cluster before it asks the origin too.
+    pub hedge_after: Duration,
 }
+
+/// A stripe request's time limit, in multiples of the hedge delay: long
+/// enough for a busy node's late answer to beat the origin, short enough
+/// that a silent node's request is let go.
+const STRIPE_PATIENCE: u32 = 8;
 
 impl AzArgs {
     /// The cluster these flags (over the config file) name, if any.
@@ -136,17 +144,21 @@ impl AzArgs {
                 nodes.len()
             );
         }
-        let mut config = ClientConfig::default();
-        if let Some(t) = self
+        let hedge_after = self
             .az_timeout
             .or(file.az.timeout_ms.map(Duration::from_millis))
-        {
-            config.request_timeout = t;
-        }
+            .unwrap_or(ClientConfig::DEFAULT_REQUEST_TIMEOUT);
+        let config = ClientConfig {
+            // The read asks the origin after `hedge_after`; a stripe still
+            // on its way may yet win, so it is given longer.
+            request_timeout: hedge_after * STRIPE_PATIENCE,
+            ..ClientConfig::default()
+        };
         Ok(Some(Cluster {
             nodes,
             stripes,
             config,
+            hedge_after,
         }))
     }
 }

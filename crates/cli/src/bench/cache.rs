@@ -48,7 +48,8 @@ pub struct CacheArgs {
     /// Requests in flight.
     #[arg(long, value_delimiter = ',', default_value = "1,4,16")]
     in_flight: Vec<usize>,
-    /// Time limit of one stripe request (the agent's default).
+    /// Time limit of one stripe request (the agent gives its stripes 8x
+    /// its --az-timeout, the delay before it also asks the origin).
     #[arg(long, default_value = "30ms", value_parser = super::parse_duration)]
     az_timeout: std::time::Duration,
 }
