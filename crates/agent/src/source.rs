@@ -142,8 +142,8 @@ impl ChunkSource for WorkerCached {
 /// A cluster that has not answered after `hedge_after` is slow, not
 /// necessarily missing the chunk (nodes that share a busy worker's cores,
 /// a flash tier under load): the origin is asked too and the first answer
-/// wins. One hedge per read, and a chunk the origin delivered that way is
-/// not written back (the cluster likely has it).
+/// wins. One hedge per read; a chunk the origin delivered that way is
+/// written back only if the cluster's answer, when it comes, is a miss.
 #[derive(Debug, Clone)]
 pub struct AzCached {
     client: Arc<kindling_azcache::AzClient>,
@@ -187,8 +187,9 @@ impl ChunkSource for AzCached {
                 tier: Tier::Az,
             })
         };
-        let az = self.client.get(name);
-        tokio::pin!(az);
+        let (client, key) = (self.client.clone(), *name);
+        // Owned, so that a get the origin overtakes can finish on its own.
+        let mut az = Box::pin(async move { client.get(&key).await });
         // A failed get is a miss: the client counts it, the origin answers.
         match tokio::time::timeout(self.hedge_after, &mut az).await {
             Ok(Ok(Some(bytes))) => return hit(bytes),
@@ -202,7 +203,20 @@ impl ChunkSource for AzCached {
                 Ok(Some(bytes)) => hit(bytes),
                 _ => Ok(self.after_miss(name, origin.await?)),
             },
-            f = &mut origin => f,
+            f = &mut origin => {
+                let f = f?;
+                if f.tier == Tier::Origin {
+                    // The cluster was slow; should it turn out not to hold
+                    // the chunk, it gets it.
+                    let (client, bytes) = (self.client.clone(), f.bytes.clone());
+                    tokio::spawn(async move {
+                        if !matches!(az.await, Ok(Some(_))) {
+                            client.fill(key, bytes);
+                        }
+                    });
+                }
+                Ok(f)
+            }
         }
     }
 }
