@@ -219,12 +219,7 @@ fn concurrent_reads_of_one_chunk_fetch_it_once() {
     assert_eq!(s.chunks_origin, 1);
     assert_eq!(s.bytes_fetched, f.manifest.chunk_size);
     // Zero chunks cost no I/O at all.
-    let zero = f
-        .manifest
-        .chunks
-        .iter()
-        .position(|c| matches!(c, kindling_chunk::ChunkEntry::Zero))
-        .unwrap();
+    let zero = zero_chunk();
     let got = rt()
         .block_on(r.read(zero as u64 * f.manifest.chunk_size, 65536))
         .unwrap();
@@ -333,6 +328,16 @@ fn preload_stores_decrypted_chunks_once_a_sink_is_attached() {
     assert!(r.trace().is_empty());
 }
 
+/// The index of the fixture's first all-zero chunk.
+fn zero_chunk() -> usize {
+    fixture()
+        .manifest
+        .chunks
+        .iter()
+        .position(|c| matches!(c, kindling_chunk::ChunkEntry::Zero))
+        .unwrap()
+}
+
 /// The index of the `n`th stored chunk of the fixture.
 fn stored_chunk(n: usize) -> usize {
     fixture()
@@ -373,12 +378,7 @@ fn read_cached_serves_only_chunks_in_memory() {
         assert_eq!(faulty.counts().gets, 1);
     }
     // Zero chunks need nothing.
-    let zero = f
-        .manifest
-        .chunks
-        .iter()
-        .position(|c| matches!(c, kindling_chunk::ChunkEntry::Zero))
-        .unwrap();
+    let zero = zero_chunk();
     let got = r.read_cached(zero as u64 * cs, 8192).unwrap();
     assert!(got.iter().all(|&x| x == 0));
     assert_eq!(faulty.counts().gets, 1);

@@ -127,13 +127,7 @@ impl Layer<'_, '_> {
         } else {
             &mut *self.placer
         };
-        let placed = target
-            .place_file(stored, segments, read)
-            .map_err(|e| match e {
-                // The deferred placer writes to its spill, not the image.
-                PlaceError::Io(io) if cold => PlaceError::Spill(io),
-                e => e,
-            })?;
+        let placed = target.place_file(stored, segments, read)?;
         if let Kind::File { extents, .. } = &mut self.tree.nodes[node].kind {
             *extents = placed;
         }

@@ -62,8 +62,10 @@ pub(crate) fn likely_cold(components: &[Vec<u8>]) -> bool {
             return true;
         }
     }
-    let upper: Vec<u8> = name.iter().map(u8::to_ascii_uppercase).collect();
-    COLD_NAMES.iter().any(|p| upper.starts_with(p))
+    COLD_NAMES.iter().any(|p| {
+        name.get(..p.len())
+            .is_some_and(|n| n.eq_ignore_ascii_case(p))
+    })
 }
 
 #[cfg(test)]

@@ -278,6 +278,21 @@ impl<'f> Placer<'f> {
         &mut self,
         stored: u64,
         segments: &[Segment],
+        read: impl FnMut(&mut [u8]) -> Result<usize, crate::error::LayerError>,
+    ) -> Result<Vec<Extent>, PlaceError> {
+        let spill = matches!(self.file, Target::Spill(_));
+        self.place_data(stored, segments, read)
+            .map_err(|e| match e {
+                // A deferred placer writes to its spill, not the image.
+                PlaceError::Io(io) if spill => PlaceError::Spill(io),
+                e => e,
+            })
+    }
+
+    fn place_data(
+        &mut self,
+        stored: u64,
+        segments: &[Segment],
         mut read: impl FnMut(&mut [u8]) -> Result<usize, crate::error::LayerError>,
     ) -> Result<Vec<Extent>, PlaceError> {
         let big = stored >= BIG_FILE_CHUNKS * self.chunk_blocks * BLOCK_SIZE;
@@ -474,6 +489,14 @@ mod tests {
         .unwrap()
     }
 
+    /// The one segment of a file without holes.
+    fn whole(data: &[u8]) -> [Segment; 1] {
+        [Segment {
+            offset: 0,
+            length: data.len() as u64,
+        }]
+    }
+
     fn read_back(file: &File, size: u64, extents: &[Extent]) -> Vec<u8> {
         let mut out = vec![0u8; size as usize];
         for e in extents {
@@ -489,14 +512,7 @@ mod tests {
 
     #[test]
     fn dense_and_sparse_files_round_trip() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("x"))
-            .unwrap();
+        let file = tempfile::tempfile().unwrap();
         let mut p = Placer::new(&file, 128, 512 * 1024, 2 << 20, 1 << 30);
         let mut dense: Vec<u8> = (0..1_100_000u32).map(|i| (i % 251) as u8).collect();
         dense[8192..16384].fill(0); // two hole blocks
@@ -533,37 +549,14 @@ mod tests {
 
     #[test]
     fn deferred_files_follow_the_rest_and_keep_their_bytes() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("x"))
-            .unwrap();
+        let file = tempfile::tempfile().unwrap();
         let cs = 512 * 1024;
         let mut p = Placer::new(&file, 128, cs, 64 << 20, 1 << 30);
-        let whole = |d: &[u8]| {
-            [Segment {
-                offset: 0,
-                length: d.len() as u64,
-            }]
-        };
         let hot1: Vec<u8> = (0..20_000u32).map(|i| (i % 13 + 1) as u8).collect();
         let cold: Vec<u8> = (0..1_300_000u32).map(|i| (i % 11 + 1) as u8).collect();
         let hot2: Vec<u8> = (0..9_000u32).map(|i| (i % 5 + 1) as u8).collect();
         let e1 = place(&mut p, &hot1, &whole(&hot1));
-        let mut ec = {
-            let d = p.deferred().unwrap();
-            let mut at = 0;
-            d.place_file(cold.len() as u64, &whole(&cold), |buf| {
-                let n = buf.len().min(cold.len() - at);
-                buf[..n].copy_from_slice(&cold[at..at + n]);
-                at += n;
-                Ok(n)
-            })
-            .unwrap()
-        };
+        let mut ec = place(p.deferred().unwrap(), &cold, &whole(&cold));
         let e2 = place(&mut p, &hot2, &whole(&hot2));
         let end_of_hot = e2[0].physical + u64::from(e2[0].len);
         assert_eq!(
@@ -594,36 +587,12 @@ mod tests {
 
     #[test]
     fn a_spill_ending_in_padding_splices() {
-        let dir = tempfile::tempdir().unwrap();
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(dir.path().join("x"))
-            .unwrap();
+        let file = tempfile::tempfile().unwrap();
         // A 4 KiB segment target: every file ends its segment, so the
         // spill's cursor ends past its last written block.
         let mut p = Placer::new(&file, 128, 512 * 1024, 4096, 1 << 30);
         let cold: Vec<u8> = (0..20_000u32).map(|i| (i % 11 + 1) as u8).collect();
-        let mut at = 0;
-        let mut e = p
-            .deferred()
-            .unwrap()
-            .place_file(
-                cold.len() as u64,
-                &[Segment {
-                    offset: 0,
-                    length: cold.len() as u64,
-                }],
-                |buf| {
-                    let n = buf.len().min(cold.len() - at);
-                    buf[..n].copy_from_slice(&cold[at..at + n]);
-                    at += n;
-                    Ok(n)
-                },
-            )
-            .unwrap();
+        let mut e = place(p.deferred().unwrap(), &cold, &whole(&cold));
         let base = p.splice_deferred().unwrap().unwrap();
         assert_eq!(p.cursor(), base + 128, "the spill's padding is kept");
         e[0].physical += base;
