@@ -26,6 +26,7 @@ pub mod cipher;
 mod error;
 mod key;
 mod manifest;
+pub mod sha256x2;
 mod trace;
 
 pub use cipher::{ChunkKey, ChunkName, Salt};

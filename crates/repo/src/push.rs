@@ -5,8 +5,8 @@
 //! 1. the flattener (its own decompression threads included) writes into a
 //!    [`ChunkSink`], which ships each chunk as soon as it is settled;
 //! 2. `encrypt_threads` threads drop zero chunks and encrypt the rest
-//!    (SHA-256, AES-CTR, SHA-256: about 0.5 GB/s per core, so the work is
-//!    spread over both cores);
+//!    (SHA-256, AES-CTR, SHA-256), two chunks at a time when two are
+//!    waiting, since two hashes interleaved cost about one;
 //! 3. an async dispatcher skips names already uploaded by this push, and
 //!    runs up to `uploads` concurrent "exists? else put" tasks against the
 //!    store (HEAD first: an S3 PUT of a chunk the store has would send its
@@ -113,20 +113,48 @@ enum Encrypted {
     },
 }
 
-fn encrypt(salt: &Salt, (index, buf): SealedChunk) -> Encrypted {
+/// A chunk's plaintext, unless it is all zeros (not stored).
+fn plaintext((index, buf): SealedChunk) -> Result<(u64, Vec<u8>), Encrypted> {
     match buf {
-        Some(b) if !cipher::is_zero(&b) => {
-            let mut v = b.into_vec();
-            let (key, name) = cipher::encrypt_in_place(salt, &mut v);
-            Encrypted::Stored {
-                index,
-                name,
-                key,
-                data: Bytes::from(v),
+        Some(b) if !cipher::is_zero(&b) => Ok((index, b.into_vec())),
+        _ => Err(Encrypted::Zero(index)),
+    }
+}
+
+fn stored(index: u64, (key, name): (ChunkKey, ChunkName), v: Vec<u8>) -> Encrypted {
+    Encrypted::Stored {
+        index,
+        name,
+        key,
+        data: Bytes::from(v),
+    }
+}
+
+/// Encrypts the chunks an encryptor has at hand, two together where it
+/// can: a pair costs about one chunk's hashing (`encrypt_pair_in_place`).
+fn encrypt(salt: &Salt, first: SealedChunk, second: Option<SealedChunk>) -> Vec<Encrypted> {
+    let mut out = Vec::with_capacity(2);
+    let mut todo = Vec::with_capacity(2);
+    for c in std::iter::once(first).chain(second) {
+        match plaintext(c) {
+            Ok(p) => todo.push(p),
+            Err(zero) => out.push(zero),
+        }
+    }
+    match <[_; 2]>::try_from(todo) {
+        Ok([(ia, mut a), (ib, mut b)]) => {
+            let [ka, kb] = cipher::encrypt_pair_in_place(salt, &mut a, &mut b);
+            out.push(stored(ia, ka, a));
+            out.push(stored(ib, kb, b));
+        }
+        Err(todo) => {
+            for (i, mut v) in todo {
+                let kn = cipher::encrypt_in_place(salt, &mut v);
+                out.push(stored(i, kn, v));
             }
         }
-        _ => Encrypted::Zero(index),
     }
+    out
 }
 
 /// Upload one chunk unless the store has it; returns the bytes sent.
@@ -187,9 +215,14 @@ pub async fn push(
         let tx = enc_tx.clone();
         let salt = salt.clone();
         tokio::task::spawn_blocking(move || {
-            for chunk in rx.iter() {
-                if tx.blocking_send(encrypt(&salt, chunk)).is_err() {
-                    break;
+            // Waits for a second chunk: a chunk held back for one more
+            // chunk's flattening costs push nothing, and two hashed together
+            // save a hash. The last one goes alone when the channel closes.
+            while let Ok(first) = rx.recv() {
+                for e in encrypt(&salt, first, rx.recv().ok()) {
+                    if tx.blocking_send(e).is_err() {
+                        return;
+                    }
                 }
             }
         });
