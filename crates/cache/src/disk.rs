@@ -701,7 +701,7 @@ fn check_version(root: &Path, tmp: &Path) -> Result<(), CacheError> {
 
 /// Stamps from a history attribute, newest first; None if malformed.
 fn parse_history(value: &[u8]) -> Option<Vec<u64>> {
-    if value.is_empty() || value.len() % 8 != 0 || value.len() / 8 > MAX_HISTORY {
+    if value.is_empty() || !value.len().is_multiple_of(8) || value.len() / 8 > MAX_HISTORY {
         return None;
     }
     let mut stamps: Vec<u64> = value

@@ -311,7 +311,7 @@ fn decode(bytes: &[u8]) -> Result<Decoded<'_>, ManifestError> {
         return Err(ManifestError::Malformed("more stored chunks than chunks"));
     }
     let bitmap = r.take(chunks.div_ceil(8) as usize)?;
-    if chunks % 8 != 0 && bitmap[bitmap.len() - 1] >> (chunks % 8) != 0 {
+    if !chunks.is_multiple_of(8) && bitmap[bitmap.len() - 1] >> (chunks % 8) != 0 {
         return Err(ManifestError::Malformed("bits set past the last chunk"));
     }
     let ones: u64 = bitmap.iter().map(|b| u64::from(b.count_ones())).sum();

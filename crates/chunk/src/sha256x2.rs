@@ -208,7 +208,7 @@ mod ni {
     #[allow(unused_assignments)]
     #[target_feature(enable = "sha,sse2,ssse3,sse4.1")]
     unsafe fn compress(ha: &mut [u32; 8], hb: &mut [u32; 8], a: &[u8], b: &[u8]) {
-        debug_assert!(a.len() == b.len() && a.len() % 64 == 0);
+        debug_assert!(a.len() == b.len() && a.len().is_multiple_of(64));
         // Big-endian words.
         let bswap = _mm_set_epi64x(0x0c0d_0e0f_0809_0a0b, 0x0405_0607_0001_0203);
         let load = |block: &[u8], i: usize| {

@@ -69,7 +69,7 @@ mod tests {
                 let len = u16::from_le_bytes([block[at + 4], block[at + 5]]) as usize;
                 let nl = block[at + 6] as usize;
                 out.push(block[at + 8..at + 8 + nl].to_vec());
-                assert!(len >= 8 + nl && len % 4 == 0);
+                assert!(len >= 8 + nl && len.is_multiple_of(4));
                 at += len;
             }
             assert_eq!(at, block.len());

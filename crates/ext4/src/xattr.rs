@@ -59,7 +59,7 @@ pub(crate) fn split_name(full: &[u8], value: &[u8]) -> Result<XattrEntry, Reason
 /// VFS ACL (version 2, 8-byte entries) -> ext4 ACL (version 1, 4-byte
 /// entries for the owner/group/mask/other tags, 8-byte ones with an id).
 fn acl_to_disk(v: &[u8]) -> Result<Vec<u8>, Reason> {
-    if v.len() < 4 || (v.len() - 4) % 8 != 0 {
+    if v.len() < 4 || !(v.len() - 4).is_multiple_of(8) {
         return Err("malformed POSIX ACL");
     }
     if u32::from_le_bytes([v[0], v[1], v[2], v[3]]) != 2 {

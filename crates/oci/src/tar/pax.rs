@@ -93,7 +93,7 @@ impl PaxHeader {
             }
             b"GNU.sparse.offset" | b"GNU.sparse.numbytes" => {
                 // 0.0 records alternate, offset first.
-                let want_offset = self.sparse.pairs.len() % 2 == 0;
+                let want_offset = self.sparse.pairs.len().is_multiple_of(2);
                 if want_offset != (key == b"GNU.sparse.offset") {
                     return Err(format!("{} out of order", name()));
                 }
