@@ -117,6 +117,9 @@ pub struct Ran {
     pub code: i32,
     pub first_output: Option<Instant>,
     pub exited: Instant,
+    /// When each step of the setup ended, in order: where a start's time
+    /// went, for `--stats-json`.
+    pub phases: Vec<(&'static str, Instant)>,
 }
 
 /// Serves `opened` over FUSE in `work`, mounts it through a loop device and
@@ -181,19 +184,23 @@ pub fn run_opened(
     // overlayfs wants its upper and work directories on one filesystem.
     let upper = matches!(root_mode, Root::Files(_))
         .then(|| (work.path().join("upper"), work.path().join("work")));
+    let mut phases = vec![("run_dir", Instant::now())];
     let fuse = kindling_agent::fuse::mount(opened.disk.clone(), &fuse_dir, rt.handle().clone())
         .with_context(|| format!("mounting the agent on {}", fuse_dir.display()))?;
+    phases.push(("fuse_mounted", Instant::now()));
     let image = fuse_dir.join(kindling_agent::fuse::DISK_FILE);
     let result = (|| -> Result<(i32, Option<Instant>, Instant)> {
         check_interrupted()?;
         let disk_ro = root_mode.disk_read_only();
         let dev = LoopDevice::attach(&image, disk_ro).context("attaching a loop device")?;
+        phases.push(("loop_attached", Instant::now()));
         let ext4_dir = if upper.is_some() {
             &image_dir
         } else {
             &root_dir
         };
         let ext4 = mount_ext4(dev.path(), ext4_dir, disk_ro).context("mounting the image")?;
+        phases.push(("ext4_mounted", Instant::now()));
         let overlay = match &upper {
             Some((up, wk)) => {
                 std::fs::create_dir_all(up)?;
@@ -205,6 +212,7 @@ pub fn run_opened(
             }
             None => None,
         };
+        phases.push(("root_ready", Instant::now()));
         check_interrupted()?;
         let c = &opened.config;
         let spec = if command.is_empty() {
@@ -237,6 +245,7 @@ pub fn run_opened(
         code,
         first_output,
         exited,
+        phases,
     })
 }
 
@@ -262,6 +271,7 @@ pub fn run(args: Args) -> Result<i32> {
     let opened = rt
         .block_on(open(&agent, &args.name))
         .with_context(|| format!("running {}", args.name))?;
+    let opened_at = Instant::now();
     check_interrupted()?;
     let ran = run_opened(&opened, &rt, &root, &args.command, None);
     let stats = opened.disk.stats();
@@ -274,12 +284,18 @@ pub fn run(args: Args) -> Result<i32> {
     let ran = ran.with_context(|| format!("running {}", args.name))?;
     let (code, first_output, exited) = (ran.code, ran.first_output, ran.exited);
     let ms = |t: Instant| t.duration_since(start).as_secs_f64() * 1e3;
+    let phases: serde_json::Map<String, serde_json::Value> = std::iter::once(("opened", opened_at))
+        .chain(ran.phases.iter().copied())
+        .chain(first_output.map(|t| ("first_output", t)))
+        .chain([("exited", exited)])
+        .map(|(k, t)| (k.to_string(), ms(t).into()))
+        .collect();
     opened.write_stats(
         args.agent.stats_json.as_deref(),
         &args.name,
         serde_json::json!({
             "cold_start_ms": ms(exited), "first_output_ms": first_output.map(ms),
-            "exit_code": code,
+            "exit_code": code, "phases_ms": phases,
         }),
     )?;
     Ok(code)
