@@ -138,7 +138,8 @@ pub fn run(args: Args) -> Result<()> {
         let v = serde_json::json!({
             "output": args.output, "image_bytes": s.image_bytes, "chunk_size": s.chunk_size,
             "inodes_used": s.inodes_used, "metadata_offset": s.metadata_offset,
-            "metadata_bytes": s.metadata_bytes, "tar_bytes": tar_bytes, "seconds": secs,
+            "metadata_bytes": s.metadata_bytes, "hot_metadata_offset": s.hot_metadata[0],
+            "hot_metadata_bytes": s.hot_metadata[1], "tar_bytes": tar_bytes, "seconds": secs,
             "layers": layers, "warnings": s.warnings,
         });
         println!("{v}");

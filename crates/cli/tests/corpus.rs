@@ -140,6 +140,14 @@ fn check_summary(name: &str, s: &serde_json::Value, info: &serde_json::Value, im
     ] {
         assert!(s.get(key).is_some(), "{name}: --json lacks {key}: {s}");
     }
+    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{name}: {k} missing: {s}"));
+    let (meta, hot) = (n("metadata_offset"), n("hot_metadata_offset"));
+    assert!(
+        meta <= hot
+            && n("hot_metadata_bytes") > 0
+            && hot + n("hot_metadata_bytes") <= meta + n("metadata_bytes"),
+        "{name}: the hot metadata is not inside the metadata region: {s}"
+    );
     let want = info["layers"].as_array().expect("corpus.json layers");
     let got = s["layers"].as_array().expect("--json layers");
     assert_eq!(got.len(), want.len(), "{name}: number of layers");

@@ -8,14 +8,17 @@
 //! ..data_start   free (chunk 0 holds only the above)
 //! data_start..   file data placed by the caller (layer regions)
 //! meta_start..   directories, extent-tree blocks, xattr blocks, slow
-//!                symlinks, then block bitmaps, inode bitmaps, inode tables
+//!                symlinks (the cold inodes', then the hot ones'), then
+//!                block bitmaps, inode bitmaps, inode tables
 //! ..blocks       free space, then alignment to the chunk size
 //! ```
 //!
 //! `flex_bg` lets group metadata sit outside its group, and `sparse_super2`
 //! with no backup groups keeps superblock copies out of the data. Inodes are
-//! numbered in a depth-first walk with names sorted bytewise, so numbering,
-//! like everything else here, depends only on the tree.
+//! numbered in a depth-first walk with names sorted bytewise, the hot ones
+//! first when the caller says which are cold ([`FsOptions::cold`]), so the
+//! metadata a start reads is one run ([`FsSummary::hot_metadata`]).
+//! Numbering, like everything else here, depends only on the tree.
 
 use crate::bitmap::Bitset;
 use crate::dir;
@@ -54,7 +57,16 @@ pub struct FsOptions {
     pub hash_seed: [u8; 16],
     /// Volume label, NUL padded. Default empty.
     pub volume_name: [u8; 16],
+    /// Which inodes a start is unlikely to touch, given the path (root
+    /// first) and whether it is a directory. Their inodes are numbered
+    /// after the others and their directory, extent-tree, xattr and symlink
+    /// blocks placed after the others', so the metadata a start reads
+    /// packs into fewer chunks ([`FsSummary::hot_metadata`]). Default none.
+    pub cold: Option<ColdFn>,
 }
+
+/// See [`FsOptions::cold`].
+pub type ColdFn = fn(components: &[&[u8]], is_dir: bool) -> bool;
 
 impl FsOptions {
     pub fn new(data_end: u64) -> Self {
@@ -67,6 +79,7 @@ impl FsOptions {
             uuid: [0; 16],
             hash_seed: [0; 16],
             volume_name: [0; 16],
+            cold: None,
         }
     }
 }
@@ -83,6 +96,11 @@ pub struct FsSummary {
     pub metadata_start: u64,
     /// Blocks used by the metadata region (not counting free inode-table space).
     pub metadata_blocks: u64,
+    /// The part of the metadata region a start reads, as (first block,
+    /// blocks): the directory and other blocks of the hot inodes, the
+    /// bitmaps, and the inode tables up to the last hot inode. Without a
+    /// `cold` test, the region up to the last inode.
+    pub hot_metadata: (u64, u64),
     pub free_blocks: u64,
 }
 
@@ -305,6 +323,56 @@ fn walk(nodes: &[Node], root: NodeId) -> Result<Walk<'_>, Ext4Error> {
     Ok(w)
 }
 
+/// Renumbers the records so that the cold ones come last, each class in
+/// walk order; returns how many are hot. The root always is.
+fn cold_last(w: &mut Walk<'_>, cold: ColdFn) -> usize {
+    let n = w.recs.len();
+    let mut is_cold = vec![false; n];
+    {
+        let mut comps: Vec<&[u8]> = Vec::new();
+        for (r, c) in is_cold.iter_mut().enumerate().skip(1) {
+            comps.clear();
+            let mut x = r;
+            while x != 0 {
+                comps.push(&w.recs[x].name);
+                x = w.recs[x].parent;
+            }
+            comps.reverse();
+            let is_dir = w
+                .content(r)
+                .is_none_or(|c| matches!(c, Content::Dir { .. }));
+            *c = cold(&comps, is_dir);
+        }
+    }
+    let hot = is_cold.iter().filter(|c| !**c).count();
+    let mut new_of = vec![0usize; n];
+    let (mut next_hot, mut next_cold) = (0, hot);
+    for (old, c) in is_cold.iter().enumerate() {
+        let next = if *c { &mut next_cold } else { &mut next_hot };
+        new_of[old] = *next;
+        *next += 1;
+    }
+    let mut recs: Vec<(usize, Rec)> = std::mem::take(&mut w.recs)
+        .into_iter()
+        .enumerate()
+        .map(|(old, mut rec)| {
+            rec.parent = new_of[rec.parent];
+            for (_, c) in &mut rec.children {
+                *c = new_of[*c];
+            }
+            (new_of[old], rec)
+        })
+        .collect();
+    recs.sort_unstable_by_key(|(new, _)| *new);
+    w.recs = recs.into_iter().map(|(_, rec)| rec).collect();
+    for r in &mut w.rec_of {
+        if let Some(new) = new_of.get(*r) {
+            *r = *new;
+        }
+    }
+    hot
+}
+
 /// Inode number of record `r`: the root is 2, the rest follow the reserved ones.
 fn ino(r: usize) -> u32 {
     if r == 0 {
@@ -351,18 +419,28 @@ pub fn write_filesystem(
     root: NodeId,
     opts: &FsOptions,
 ) -> Result<FsSummary, Ext4Error> {
-    let w = walk(nodes, root)?;
+    let mut w = walk(nodes, root)?;
+    let hot = match opts.cold {
+        Some(cold) => cold_last(&mut w, cold),
+        None => w.recs.len(),
+    };
     let align = opts.align_blocks.max(1);
     let meta_start = opts.data_end.next_multiple_of(align);
-    let mut cursor = meta_start;
-    let mut alloc = |n: u64| {
-        let at = cursor;
-        cursor += n;
+    let cursor = std::cell::Cell::new(meta_start);
+    let alloc = |n: u64| {
+        let at = cursor.get();
+        cursor.set(at + n);
         at
     };
 
-    let mut plans: Vec<Plan> = Vec::with_capacity(w.recs.len());
-    for r in 0..w.recs.len() {
+    // The cold inodes' blocks first, so the hot ones end where the bitmaps
+    // and inode tables begin: the metadata a start reads is one run.
+    let mut plans: Vec<(usize, Plan)> = Vec::with_capacity(w.recs.len());
+    let mut hot_start = meta_start;
+    for r in (hot..w.recs.len()).chain(0..hot) {
+        if r == 0 {
+            hot_start = cursor.get();
+        }
         let mut p = Plan::default();
         let path = || w.path(r);
         match w.content(r) {
@@ -445,9 +523,11 @@ pub fn write_filesystem(
             }
             p.xattrs = Some(placed);
         }
-        plans.push(p);
+        plans.push((r, p));
     }
-    let meta_end_no_groups = cursor;
+    plans.sort_unstable_by_key(|(r, _)| *r);
+    let plans: Vec<Plan> = plans.into_iter().map(|(_, p)| p).collect();
+    let meta_end_no_groups = cursor.get();
 
     // Group count, inodes per group and total size depend on each other:
     // raise the group count until everything fits.
@@ -645,6 +725,11 @@ pub fn write_filesystem(
     };
     file.write_image_at(&superblock::encode_superblock(&sb), 1024)?;
     file.set_len(total * BLOCK_SIZE)?;
+    // Inode tables are one array across groups (flex_bg, and inodes per
+    // group a multiple of a block's worth), so the hot inodes, numbered
+    // first, end at one block.
+    let hot_tables_end = inode_tables + (u64::from(ino(hot - 1)) - 1) / INODES_PER_BLOCK + 1;
+    let hot_metadata = (hot_start, hot_tables_end - hot_start);
     Ok(FsSummary {
         blocks: total,
         groups,
@@ -652,6 +737,7 @@ pub fn write_filesystem(
         used_inodes: max_ino,
         metadata_start: meta_start,
         metadata_blocks: meta_end - meta_start,
+        hot_metadata,
         free_blocks,
     })
 }
@@ -673,7 +759,7 @@ mod tests {
             let g = geometry(fixed, inodes, free, align);
             prop_assert_eq!(g.groups, g.total.div_ceil(BLOCKS_PER_GROUP));
             prop_assert!(g.ipg * g.groups >= inodes);
-            prop_assert!(g.ipg % INODES_PER_BLOCK == 0 && g.ipg <= 8 * BLOCK_SIZE);
+            prop_assert!(g.ipg.is_multiple_of(INODES_PER_BLOCK) && g.ipg <= 8 * BLOCK_SIZE);
             prop_assert!(g.total >= fixed + g.groups * (2 + g.ipg / INODES_PER_BLOCK) + free);
             prop_assert_eq!(g.total % align, 0);
         }

@@ -280,3 +280,113 @@ fn ten_gib_sparse_file() {
     drop(file);
     fsck(&path);
 }
+
+fn debugfs(path: &Path, request: &str) -> String {
+    let out = Command::new("debugfs")
+        .arg("-R")
+        .arg(request)
+        .arg(path)
+        .output()
+        .expect("debugfs runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `debugfs ls -l DIR`: (name, inode number) of each entry.
+fn inode_numbers(path: &Path, dir: &str) -> Vec<(String, u64)> {
+    debugfs(path, &format!("ls -l {dir}"))
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.last()?.to_string(), f.first()?.parse().ok()?))
+        })
+        .filter(|(n, _)| n != "." && n != "..")
+        .collect()
+}
+
+/// The block holding inode `ino`, from `debugfs imap`.
+fn inode_block(path: &Path, ino: u64) -> u64 {
+    let out = debugfs(path, &format!("imap <{ino}>"));
+    let at = out.find("located at block ").expect("imap output") + 17;
+    out[at..]
+        .split(|c: char| !c.is_ascii_digit())
+        .next()
+        .and_then(|n| n.parse().ok())
+        .expect("a block number")
+}
+
+#[test]
+fn cold_inodes_are_numbered_and_placed_after_the_hot_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.img");
+    let file = File::create(&path).unwrap();
+    let start = first_data_block(1 << 20, 128);
+    let nodes = sample(start, &file);
+    let mut opts = FsOptions::new(start + 4);
+    opts.align_blocks = 128;
+    // The sub directory (its 500 entries with it) and the slow symlink.
+    opts.cold = Some(|c, _| c.first() == Some(&&b"sub"[..]) || c == [b"slow"]);
+    let s = write_filesystem(&file, &nodes, 0, &opts).unwrap();
+    drop(file);
+    fsck(&path);
+
+    let root = inode_numbers(&path, "/");
+    let sub = inode_numbers(&path, "/sub");
+    assert_eq!(sub.len(), 500);
+    let is_cold = |n: &str| n == "sub" || n == "slow";
+    let last_hot = root
+        .iter()
+        .filter(|(n, _)| !is_cold(n))
+        .map(|e| e.1)
+        .max()
+        .unwrap();
+    let first_cold = root
+        .iter()
+        .filter(|(n, _)| is_cold(n))
+        .chain(&sub)
+        .map(|e| e.1)
+        .min()
+        .unwrap();
+    assert!(last_hot < first_cold, "{root:?}");
+
+    // The hot range holds the root's directory block and the hot inodes,
+    // not /sub's directory blocks or the cold inodes.
+    let (from, len) = s.hot_metadata;
+    let hot = from..from + len;
+    let blocks = |p: &str| -> Vec<u64> {
+        debugfs(&path, &format!("blocks {p}"))
+            .split_whitespace()
+            .filter_map(|b| b.parse().ok())
+            .collect()
+    };
+    assert!(blocks("/").iter().all(|b| hot.contains(b)));
+    assert!(blocks("/sub").iter().all(|b| !hot.contains(b)));
+    assert!(hot.contains(&inode_block(&path, last_hot)));
+    let last_cold = sub.iter().map(|e| e.1).max().unwrap();
+    assert!(!hot.contains(&inode_block(&path, last_cold)));
+    assert!(s.metadata_start <= from && from + len <= s.metadata_start + s.metadata_blocks);
+}
+
+#[test]
+fn without_a_cold_test_all_metadata_is_hot() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("t.img");
+    let file = File::create(&path).unwrap();
+    let start = first_data_block(1 << 20, 128);
+    let nodes = sample(start, &file);
+    let mut opts = FsOptions::new(start + 4);
+    opts.free_inodes = 5000;
+    let s = write_filesystem(&file, &nodes, 0, &opts).unwrap();
+    drop(file);
+    // Everything up to the last used inode's block; the free inodes after
+    // it are zeros nobody needs to fetch.
+    let last = inode_numbers(&path, "/sub")
+        .into_iter()
+        .chain(inode_numbers(&path, "/"))
+        .map(|e| e.1)
+        .max()
+        .unwrap();
+    let (from, len) = s.hot_metadata;
+    assert_eq!(from, s.metadata_start);
+    assert_eq!(from + len, inode_block(&path, last) + 1);
+    assert!(len < s.metadata_blocks, "{s:?}");
+}

@@ -37,21 +37,48 @@ const COLD_NAMES: &[&[u8]] = &[
     b"HISTORY",
 ];
 
+/// True if the directory at `dirs` (root first) is, or is inside, a
+/// directory whose whole content is cold.
+fn in_cold_dir<C: AsRef<[u8]>>(dirs: &[C]) -> bool {
+    if dirs.iter().any(|d| COLD_DIRS.contains(&d.as_ref())) {
+        return true;
+    }
+    matches!(dirs, [usr, share, what, ..]
+        if usr.as_ref() == b"usr" && share.as_ref() == b"share"
+            && COLD_SHARE.contains(&what.as_ref()))
+}
+
+/// True if the inode at `components` is unlikely to be looked at when the
+/// image's program starts: a cold directory (listing it, or anything in
+/// it, is rare), or a cold file or link by [`likely_cold`]. The ext4
+/// writer numbers and places these after the rest.
+pub(crate) fn cold_inode(components: &[&[u8]], is_dir: bool) -> bool {
+    if is_dir {
+        // usr/share/locale itself is listed by gettext and the like at
+        // start; what is below it is not.
+        let share_top =
+            matches!(components, [usr, share, _] if *usr == b"usr" && *share == b"share");
+        in_cold_dir(components) && !share_top
+    } else {
+        likely_cold(components)
+    }
+}
+
 /// True if the regular file at `components` (the normalized path, root
 /// first) is unlikely to be read when the image's program starts.
-pub(crate) fn likely_cold(components: &[Vec<u8>]) -> bool {
+pub(crate) fn likely_cold<C: AsRef<[u8]>>(components: &[C]) -> bool {
     let Some((name, dirs)) = components.split_last() else {
         return false;
     };
-    if dirs.iter().any(|d| COLD_DIRS.contains(&d.as_slice())) {
+    let name = name.as_ref();
+    if in_cold_dir(dirs) {
         return true;
     }
-    if let [usr, share, what, ..] = dirs {
-        if usr == b"usr" && share == b"share" && COLD_SHARE.contains(&what.as_slice()) {
-            return true;
-        }
-    }
-    if dirs.last().is_some_and(|d| d.ends_with(b".dist-info")) && name == b"RECORD" {
+    if dirs
+        .last()
+        .is_some_and(|d| d.as_ref().ends_with(b".dist-info"))
+        && name == b"RECORD"
+    {
         return true;
     }
     if name.ends_with(b".d.ts") {
@@ -98,6 +125,36 @@ mod tests {
         ] {
             assert!(cold(p), "{p} should be cold");
         }
+    }
+
+    #[test]
+    fn cold_directories_and_what_is_in_them() {
+        let inode = |path: &str, is_dir: bool| {
+            let comps: Vec<&[u8]> = path.split('/').map(str::as_bytes).collect();
+            cold_inode(&comps, is_dir)
+        };
+        for d in [
+            "usr/lib/python3/numpy/tests",
+            "usr/share/doc/bash",
+            "usr/share/locale/de",
+            "a/test/b",
+        ] {
+            assert!(inode(d, true), "{d} should be cold");
+        }
+        for d in [
+            "usr/share",
+            "usr/share/locale",
+            "usr/lib/python3/numpy",
+            "usr/share/zoneinfo",
+            "app/contest",
+        ] {
+            assert!(!inode(d, true), "{d} should not be cold");
+        }
+        assert!(inode("usr/include/python3.11/Python.h", false));
+        assert!(inode("usr/share/doc/bash", false));
+        // A source's inode is looked at (its pyc is checked against it)
+        // even when its data is not read.
+        assert!(!inode("usr/lib/python3.11/json/__init__.py", false));
     }
 
     #[test]

@@ -99,6 +99,10 @@ pub struct FlattenSummary {
     pub inodes_used: u64,
     pub metadata_offset: u64,
     pub metadata_bytes: u64,
+    /// The metadata a start is likely to read, as a byte range (offset,
+    /// length): the directories and inodes of everything but test suites,
+    /// documentation and build inputs, and the bitmaps.
+    pub hot_metadata: [u64; 2],
     /// Things dropped on the way (e.g. xattrs in namespaces ext4 lacks).
     pub warnings: Vec<String>,
 }
@@ -196,6 +200,7 @@ pub fn flatten(
     fs.uuid[8] = (fs.uuid[8] & 0x3f) | 0x80;
     fs.hash_seed = derive16("hash-seed", image);
     fs.volume_name[..8].copy_from_slice(b"kindling");
+    fs.cold = Some(cold::cold_inode);
     let s = write_filesystem(out, &nodes, tree::ROOT, &fs).map_err(|e| match e {
         kindling_ext4::Ext4Error::TooLarge { .. } => FlattenError::TooLarge { max: opts.max_size },
         e => FlattenError::Ext4(e),
@@ -207,6 +212,7 @@ pub fn flatten(
         inodes_used: s.used_inodes,
         metadata_offset: s.metadata_start * BLOCK_SIZE,
         metadata_bytes: s.metadata_blocks * BLOCK_SIZE,
+        hot_metadata: [s.hot_metadata.0 * BLOCK_SIZE, s.hot_metadata.1 * BLOCK_SIZE],
         warnings,
     })
 }

@@ -310,7 +310,7 @@ pub async fn push(
         )));
     }
     let mut config = config;
-    config.hot_ranges = vec![[0, cs], [flatten.metadata_offset, flatten.metadata_bytes]];
+    config.hot_ranges = vec![[0, cs], flatten.hot_metadata];
     let manifest = Manifest {
         image_bytes,
         chunk_size: cs,
