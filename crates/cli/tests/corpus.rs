@@ -140,7 +140,10 @@ fn check_summary(name: &str, s: &serde_json::Value, info: &serde_json::Value, im
     ] {
         assert!(s.get(key).is_some(), "{name}: --json lacks {key}: {s}");
     }
-    let n = |k: &str| s[k].as_u64().unwrap_or_else(|| panic!("{name}: {k} missing: {s}"));
+    let n = |k: &str| {
+        s[k].as_u64()
+            .unwrap_or_else(|| panic!("{name}: {k} missing: {s}"))
+    };
     let (meta, hot) = (n("metadata_offset"), n("hot_metadata_offset"));
     assert!(
         meta <= hot
