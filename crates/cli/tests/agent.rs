@@ -320,6 +320,31 @@ fn corpus_images_run_lazily() {
         let fetched = s["bytes_fetched"].as_f64().unwrap();
         let size = s["image_bytes"].as_f64().unwrap();
         assert!(fetched > 0.0 && fetched < size, "{name}: {s}");
+        // The setup's steps, in the order they happen, within the start.
+        let steps = [
+            "opened",
+            "fuse_mounted",
+            "loop_attached",
+            "ext4_mounted",
+            "root_ready",
+            "exited",
+        ];
+        let at: Vec<f64> = steps
+            .iter()
+            .map(|k| {
+                s["phases_ms"][k]
+                    .as_f64()
+                    .unwrap_or_else(|| panic!("{name}: no phases_ms.{k}: {s}"))
+            })
+            .collect();
+        assert!(
+            at.windows(2).all(|w| w[0] <= w[1]),
+            "{name}: phases out of order: {s}"
+        );
+        assert!(
+            at[0] >= 0.0 && at[5] <= s["cold_start_ms"].as_f64().unwrap(),
+            "{name}: {s}"
+        );
         eprintln!("{name}: {s}");
         assert_no_leaks();
     }

@@ -59,9 +59,10 @@ pub struct FsOptions {
     pub volume_name: [u8; 16],
     /// Which inodes a start is unlikely to touch, given the path (root
     /// first) and whether it is a directory. Their inodes are numbered
-    /// after the others and their directory, extent-tree, xattr and symlink
-    /// blocks placed after the others', so the metadata a start reads
-    /// packs into fewer chunks ([`FsSummary::hot_metadata`]). Default none.
+    /// after the others, and their directory, extent-tree, xattr and
+    /// symlink blocks placed before the others', so the metadata a start
+    /// reads is one run and fills fewer chunks
+    /// ([`FsSummary::hot_metadata`]). Default none.
     pub cold: Option<ColdFn>,
 }
 

@@ -5,8 +5,8 @@
 //! 1. the flattener (its own decompression threads included) writes into a
 //!    [`ChunkSink`], which ships each chunk as soon as it is settled;
 //! 2. `encrypt_threads` threads drop zero chunks and encrypt the rest
-//!    (SHA-256, AES-CTR, SHA-256), two chunks at a time when two are
-//!    waiting, since two hashes interleaved cost about one;
+//!    (SHA-256, AES-CTR, SHA-256), two chunks at a time, since two hashes
+//!    interleaved cost about one;
 //! 3. an async dispatcher skips names already uploaded by this push, and
 //!    runs up to `uploads` concurrent "exists? else put" tasks against the
 //!    store (HEAD first: an S3 PUT of a chunk the store has would send its

@@ -80,12 +80,12 @@ pub struct LoopDevice {
 
 /// Read-ahead of an attached device. A page fault in a mapped library
 /// reads this much around the page: a lazily loaded image pays for it in
-/// chunks fetched, while the agent's own prefetch and the FUSE file's
-/// read-ahead keep sequential reads fast. 32 KiB against the disk default
-/// of 128 KiB: python-ds fetches 21.8 % of its image instead of 22.0 %, and
-/// reading 142 MB of its big files took 1.8-2.0 s cold (2.5-3.5 s) and
-/// 0.6-0.8 s warm (0.66-0.67 s); see docs/BENCHMARKS.md.
-pub const READ_AHEAD_KB: u32 = 32;
+/// chunks fetched, and a smaller window pays in round trips through the
+/// loop device. 64 KiB against the disk default of 128 KiB: python-ds
+/// fetches 455 chunks (21.81 % of its image) instead of 459, with warm
+/// starts as fast (medians 1102 and 1119 ms over five; 32 KiB fetched 454
+/// but took 1156 ms); see docs/BENCHMARKS.md.
+pub const READ_AHEAD_KB: u32 = 64;
 
 /// Best effort: a device that keeps the kernel's read-ahead still works.
 fn set_read_ahead(n: u32, kb: u32) {
