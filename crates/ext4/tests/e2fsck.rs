@@ -143,20 +143,31 @@ fn sample(data_start: u64, file: &File) -> Vec<Node> {
     nodes
 }
 
-#[test]
-fn sample_tree_passes_e2fsck() {
+/// Writes the sample tree to `t.img` in a new directory with the options
+/// `configure` sets; returns the directory (kept for the image's life),
+/// the image's path and the summary.
+fn write_sample(
+    configure: impl FnOnce(&mut FsOptions),
+) -> (tempfile::TempDir, std::path::PathBuf, FsSummary) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.img");
     let file = File::create(&path).unwrap();
     let start = first_data_block(1 << 20, 128);
     let nodes = sample(start, &file);
     let mut opts = FsOptions::new(start + 4);
-    opts.align_blocks = 128;
-    opts.free_blocks = 1000;
-    opts.free_inodes = 100;
+    configure(&mut opts);
     let s = write_filesystem(&file, &nodes, 0, &opts).unwrap();
+    (dir, path, s)
+}
+
+#[test]
+fn sample_tree_passes_e2fsck() {
+    let (_dir, path, s) = write_sample(|opts| {
+        opts.align_blocks = 128;
+        opts.free_blocks = 1000;
+        opts.free_inodes = 100;
+    });
     assert_eq!(s.blocks % 128, 0);
-    drop(file);
     fsck(&path);
 }
 
@@ -316,17 +327,11 @@ fn inode_block(path: &Path, ino: u64) -> u64 {
 
 #[test]
 fn cold_inodes_are_numbered_and_placed_after_the_hot_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.img");
-    let file = File::create(&path).unwrap();
-    let start = first_data_block(1 << 20, 128);
-    let nodes = sample(start, &file);
-    let mut opts = FsOptions::new(start + 4);
-    opts.align_blocks = 128;
-    // The sub directory (its 500 entries with it) and the slow symlink.
-    opts.cold = Some(|c, _| c.first() == Some(&&b"sub"[..]) || c == [b"slow"]);
-    let s = write_filesystem(&file, &nodes, 0, &opts).unwrap();
-    drop(file);
+    let (_dir, path, s) = write_sample(|opts| {
+        opts.align_blocks = 128;
+        // The sub directory (its 500 entries with it) and the slow symlink.
+        opts.cold = Some(|c, _| c.first() == Some(&&b"sub"[..]) || c == [b"slow"]);
+    });
     fsck(&path);
 
     let root = inode_numbers(&path, "/");
@@ -368,15 +373,7 @@ fn cold_inodes_are_numbered_and_placed_after_the_hot_ones() {
 
 #[test]
 fn without_a_cold_test_all_metadata_is_hot() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("t.img");
-    let file = File::create(&path).unwrap();
-    let start = first_data_block(1 << 20, 128);
-    let nodes = sample(start, &file);
-    let mut opts = FsOptions::new(start + 4);
-    opts.free_inodes = 5000;
-    let s = write_filesystem(&file, &nodes, 0, &opts).unwrap();
-    drop(file);
+    let (_dir, path, s) = write_sample(|opts| opts.free_inodes = 5000);
     // Everything up to the last used inode's block; the free inodes after
     // it are zeros nobody needs to fetch.
     let last = inode_numbers(&path, "/sub")
