@@ -436,7 +436,9 @@ pub fn write_filesystem(
 
     // The cold inodes' blocks first, so the hot ones end where the bitmaps
     // and inode tables begin: the metadata a start reads is one run.
-    let mut plans: Vec<(usize, Plan)> = Vec::with_capacity(w.recs.len());
+    let mut plans: Vec<Plan> = std::iter::repeat_with(Plan::default)
+        .take(w.recs.len())
+        .collect();
     let mut hot_start = meta_start;
     for r in (hot..w.recs.len()).chain(0..hot) {
         if r == 0 {
@@ -524,10 +526,8 @@ pub fn write_filesystem(
             }
             p.xattrs = Some(placed);
         }
-        plans.push((r, p));
+        plans[r] = p;
     }
-    plans.sort_unstable_by_key(|(r, _)| *r);
-    let plans: Vec<Plan> = plans.into_iter().map(|(_, p)| p).collect();
     let meta_end_no_groups = cursor.get();
 
     // Group count, inodes per group and total size depend on each other:
