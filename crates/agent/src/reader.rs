@@ -143,6 +143,10 @@ impl ImageReader {
         self.manifest.image_bytes
     }
 
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
     pub fn stats(&self) -> &Arc<Stats> {
         &self.stats
     }

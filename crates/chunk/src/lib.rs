@@ -36,4 +36,7 @@ pub use manifest::{
     ChunkEntry, Manifest, PublicManifest, RunConfig, MANIFEST_MAGIC, MANIFEST_VERSION,
     MAX_IMAGE_BYTES,
 };
-pub use trace::{open_trace, seal_trace, MAX_TRACE_CHUNKS};
+pub use trace::{
+    open_file_trace, open_trace, seal_file_trace, seal_trace, FileRange, FileTrace,
+    MAX_TRACE_CHUNKS, MAX_TRACE_FILES, MAX_TRACE_PATH, MAX_TRACE_RANGES,
+};

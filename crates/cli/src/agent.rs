@@ -10,6 +10,7 @@ use kindling_agent::{
 };
 use kindling_cache::{CacheOptions, WorkerCache};
 use kindling_chunk::RunConfig;
+use kindling_repo::TraceKind;
 
 use crate::az::AzArgs;
 use crate::origin::{interruptible, runtime, KeyArgs, StoreArgs};
@@ -57,6 +58,11 @@ pub struct AgentArgs {
     /// read, prefetched in parallel; stored sealed beside the manifest).
     #[arg(long)]
     pub no_trace: bool,
+    /// For `run`: neither read the pages of files an earlier start read
+    /// ahead of the program (the file trace: which pages of which files,
+    /// stored sealed beside the manifest) nor record them.
+    #[arg(long)]
+    pub no_warm: bool,
 }
 
 /// `$XDG_CACHE_HOME/kindling/chunks`, else `~/.cache/kindling/chunks`.
@@ -83,6 +89,24 @@ pub struct Opened {
     pub record_trace: Arc<std::sync::atomic::AtomicBool>,
     /// The AZ cache cluster's client, if there is a cluster.
     pub az: Option<Arc<kindling_azcache::AzClient>>,
+    /// The stored chunk trace, once the lookup found one.
+    pub chunk_trace: Arc<std::sync::OnceLock<Vec<u32>>>,
+    /// What the lookup of the image's file trace found (for `run`, which
+    /// warms the page cache with it or records one).
+    pub file_trace: tokio::sync::watch::Receiver<FileTraceLookup>,
+    /// A file trace `run` recorded, saved at the end with the chunk trace.
+    pub recorded_files: std::sync::Mutex<Option<kindling_chunk::FileTrace>>,
+}
+
+/// Where the lookup of an image's file trace stands.
+#[derive(Debug, Clone)]
+pub enum FileTraceLookup {
+    /// Not looked up (`--no-trace`, or not a `run`), or the lookup failed.
+    Off,
+    Pending,
+    Found(Arc<kindling_chunk::FileTrace>),
+    /// None stored: this start records one.
+    Absent,
 }
 
 /// How long the end of a start waits for background fills of the AZ cache
@@ -94,6 +118,7 @@ impl Opened {
     /// (for at most [`FILL_PATIENCE`]).
     pub async fn finish(&self) {
         self.save_trace().await;
+        self.save_file_trace().await;
         self.drain_fills().await;
     }
 
@@ -119,9 +144,41 @@ impl Opened {
             return;
         }
         if let Ok(sealed) = kindling_chunk::seal_trace(&trace, &self.key) {
-            if let Err(e) = self.repo.put_trace(&self.manifest, sealed).await {
+            if let Err(e) = self
+                .repo
+                .put_trace(&self.manifest, TraceKind::Chunks, sealed)
+                .await
+            {
                 eprintln!("kindling: warning: storing the startup trace: {e:#}");
             }
+        }
+    }
+
+    /// Stores the file trace `run` recorded, if it did. Best effort, like
+    /// [`Opened::save_trace`].
+    pub async fn save_file_trace(&self) {
+        let Some(files) = self
+            .recorded_files
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        else {
+            return;
+        };
+        if files.ranges.is_empty() {
+            return;
+        }
+        match kindling_chunk::seal_file_trace(&files, &self.key) {
+            Ok(sealed) => {
+                if let Err(e) = self
+                    .repo
+                    .put_trace(&self.manifest, TraceKind::Files, sealed)
+                    .await
+                {
+                    eprintln!("kindling: warning: storing the file trace: {e:#}");
+                }
+            }
+            Err(e) => eprintln!("kindling: warning: sealing the file trace: {e}"),
         }
     }
 }
@@ -198,6 +255,29 @@ pub async fn open_over(
     };
     let reader = Arc::new(reader);
     let record_trace = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let chunk_trace = Arc::new(std::sync::OnceLock::new());
+    let (files_tx, file_trace) = tokio::sync::watch::channel(FileTraceLookup::Off);
+    if !args.no_trace && !args.no_warm {
+        files_tx.send_replace(FileTraceLookup::Pending);
+        let (repo, key, manifest) = (trace_repo.clone(), key.clone(), image.manifest.clone());
+        tokio::spawn(async move {
+            let found = match repo.trace(&manifest, TraceKind::Files).await {
+                Ok(Some(b)) => match kindling_chunk::open_file_trace(&b, &key) {
+                    Ok(t) => FileTraceLookup::Found(Arc::new(t)),
+                    Err(e) => {
+                        eprintln!("kindling: warning: ignoring the file trace: {e}");
+                        FileTraceLookup::Off
+                    }
+                },
+                Ok(None) => FileTraceLookup::Absent,
+                Err(e) => {
+                    eprintln!("kindling: warning: reading the file trace: {e:#}");
+                    FileTraceLookup::Off
+                }
+            };
+            files_tx.send_replace(found);
+        });
+    }
     if !args.no_cache {
         // Without the worker cache there is nowhere to keep prefetched
         // chunks.
@@ -205,18 +285,20 @@ pub async fn open_over(
         if !args.no_trace {
             // The trace is looked up in the background: the start does
             // not wait for it.
-            let (reader, record, key, repo) = (
+            let (reader, record, key, repo, loaded) = (
                 reader.clone(),
                 record_trace.clone(),
                 key.clone(),
                 trace_repo.clone(),
+                chunk_trace.clone(),
             );
             let manifest = image.manifest.clone();
             tokio::spawn(async move {
-                match repo.trace(&manifest).await {
+                match repo.trace(&manifest, TraceKind::Chunks).await {
                     Ok(Some(b)) => match kindling_chunk::open_trace(&b, &key) {
                         Ok(t) => {
-                            reader.prefetch_chunks(t.into_iter().map(|i| i as usize).collect(), 16)
+                            reader.prefetch_chunks(t.iter().map(|&i| i as usize).collect(), 16);
+                            let _ = loaded.set(t);
                         }
                         Err(e) => eprintln!("kindling: warning: ignoring the startup trace: {e}"),
                     },
@@ -235,6 +317,9 @@ pub async fn open_over(
         config,
         manifest: image.manifest,
         az,
+        chunk_trace,
+        file_trace,
+        recorded_files: Default::default(),
     })
 }
 

@@ -306,6 +306,7 @@ fn run_lazily(args: &Args) -> Result<()> {
         cache_memory: 8 << 20,
         no_cache: false,
         no_trace: false,
+        no_warm: false,
         az: Default::default(),
         stats_json: None,
     };

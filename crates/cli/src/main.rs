@@ -16,6 +16,7 @@ mod push;
 mod run;
 mod s3_server;
 mod size;
+mod warming;
 
 use clap::{Parser, Subcommand};
 

@@ -14,11 +14,12 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use kindling_runtime::{
     forward_signals, mount_ext4, mount_overlay, process_from_image, Container, LoopDevice,
-    RunOptions,
+    RunOptions, Warmed,
 };
 
 use crate::agent::{open, AgentArgs, Opened};
 use crate::origin::runtime;
+use crate::warming::{record_if_absent, Warming};
 
 /// Start a container from an image in the store, loading it on demand.
 ///
@@ -120,6 +121,11 @@ pub struct Ran {
     /// When each step of the setup ended, in order: where a start's time
     /// went, for `--stats-json`.
     pub phases: Vec<(&'static str, Instant)>,
+    /// What warming the page cache from the file trace did, if it ran.
+    pub warmed: Option<Warmed>,
+    /// Ranges of the file trace this run recorded, and how long recording
+    /// took (after the container's exit), if it recorded one.
+    pub recorded: Option<(usize, std::time::Duration)>,
 }
 
 /// Serves `opened` over FUSE in `work`, mounts it through a loop device and
@@ -189,7 +195,7 @@ pub fn run_opened(
         .with_context(|| format!("mounting the agent on {}", fuse_dir.display()))?;
     phases.push(("fuse_mounted", Instant::now()));
     let image = fuse_dir.join(kindling_agent::fuse::DISK_FILE);
-    let result = (|| -> Result<(i32, Option<Instant>, Instant)> {
+    let result = (|| -> Result<Ran> {
         check_interrupted()?;
         let disk_ro = root_mode.disk_read_only();
         let dev = LoopDevice::attach(&image, disk_ro).context("attaching a loop device")?;
@@ -213,6 +219,8 @@ pub fn run_opened(
             None => None,
         };
         phases.push(("root_ready", Instant::now()));
+        // Declared after the mounts: dropped (stopped) before they are.
+        let warming = Warming::start(opened, ext4.target(), rt.handle().clone());
         check_interrupted()?;
         let c = &opened.config;
         let spec = if command.is_empty() {
@@ -229,24 +237,28 @@ pub fn run_opened(
             .with_context(|| format!("running {:?}", spec.args))?;
         // The start is over when the container is; teardown is not in it.
         let exited = Instant::now();
+        let warmed = warming.finish();
+        let recorded = record_if_absent(opened, ext4.target());
         if let Some(o) = overlay {
             o.unmount().context("unmounting the writable root")?;
         }
         ext4.unmount().context("unmounting the image")?;
         dev.detach().context("detaching the loop device")?;
-        Ok((status.code(), status.first_output(), exited))
+        Ok(Ran {
+            code: status.code(),
+            first_output: status.first_output(),
+            exited,
+            phases: std::mem::take(&mut phases),
+            warmed,
+            recorded,
+        })
     })();
     let unmounted = fuse.unmount().context("unmounting the agent");
-    let (code, first_output, exited) = result?;
+    let ran = result?;
     unmounted?;
     drop(work);
     rt.block_on(opened.finish());
-    Ok(Ran {
-        code,
-        first_output,
-        exited,
-        phases,
-    })
+    Ok(ran)
 }
 
 /// Sets up what `run_opened` expects; call before starting threads.
@@ -296,6 +308,14 @@ pub fn run(args: Args) -> Result<i32> {
         serde_json::json!({
             "cold_start_ms": ms(exited), "first_output_ms": first_output.map(ms),
             "exit_code": code, "phases_ms": phases,
+            "file_trace": match (ran.warmed, ran.recorded) {
+                (Some(_), _) => "warmed",
+                (None, Some(_)) => "recorded",
+                (None, None) => "none",
+            },
+            "warmed_bytes": ran.warmed.map_or(0, |w| w.bytes),
+            "file_trace_ranges": ran.recorded.map(|r| r.0),
+            "file_trace_record_ms": ran.recorded.map(|r| r.1.as_secs_f64() * 1e3),
         }),
     )?;
     Ok(code)

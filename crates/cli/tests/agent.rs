@@ -320,6 +320,9 @@ fn corpus_images_run_lazily() {
         let fetched = s["bytes_fetched"].as_f64().unwrap();
         let size = s["image_bytes"].as_f64().unwrap();
         assert!(fetched > 0.0 && fetched < size, "{name}: {s}");
+        // A first start records which file pages it read.
+        assert_eq!(s["file_trace"], "recorded", "{name}: {s}");
+        assert!(s["file_trace_ranges"].as_u64().unwrap() > 0, "{name}: {s}");
         // The setup's steps, in the order they happen, within the start.
         let steps = [
             "opened",
@@ -378,9 +381,51 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "out\n");
     assert!(String::from_utf8_lossy(&o.stderr).contains("err\n"));
     assert_no_leaks();
-    // The first start recorded its (sealed) trace for later starts.
-    let traces: Vec<_> = fs::read_dir(store.join("traces")).unwrap().collect();
-    assert_eq!(traces.len(), 1);
+    // The first start recorded its (sealed) traces for later starts: the
+    // chunks it read and the file pages it read.
+    let mut traces: Vec<String> = fs::read_dir(store.join("traces"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    traces.sort();
+    assert_eq!(traces.len(), 2, "{traces:?}");
+    assert_eq!(format!("{}.files", traces[0]), traces[1]);
+    // Later starts read the recorded file pages ahead of the program;
+    // --no-warm does not. A file trace that does not open (here: garbage)
+    // is ignored with a warning and the start goes on.
+    let file_trace = store.join("traces").join(&traces[1]);
+    let sealed = fs::read(&file_trace).unwrap();
+    for (flags, bytes, warmed) in [
+        (&[][..], &sealed[..], true),
+        (&["--no-warm"][..], &sealed[..], false),
+        (&[][..], &b"KINDLFT\0garbage"[..], false),
+    ] {
+        fs::write(&file_trace, bytes).unwrap();
+        let stats = dir.join("warm.json");
+        let mut args = flags.to_vec();
+        args.extend([
+            "--stats-json",
+            stats.to_str().unwrap(),
+            "--",
+            "cat",
+            "/etc/os-release",
+        ]);
+        let o = run(&args);
+        assert!(o.status.success(), "{flags:?}: {}", show(&o));
+        assert!(String::from_utf8_lossy(&o.stdout).contains("Debian"));
+        let s: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(&stats).unwrap()).unwrap();
+        assert_eq!(s["file_trace"] == "warmed", warmed, "{flags:?}: {s}");
+        assert_eq!(s["warmed_bytes"].as_u64().unwrap() > 0, warmed, "{s}");
+        if bytes != sealed {
+            assert!(
+                String::from_utf8_lossy(&o.stderr).contains("ignoring the file trace"),
+                "{}",
+                show(&o)
+            );
+        }
+    }
+    fs::write(&file_trace, &sealed).unwrap();
     // Writes work, in either copy-on-write layer, and are gone in the
     // next run.
     for cow in ["files", "blocks"] {

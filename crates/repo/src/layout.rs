@@ -205,22 +205,25 @@ impl Repo {
         Ok((r, m))
     }
 
-    /// The sealed startup trace recorded for a manifest, if any.
-    pub async fn trace(&self, manifest: &str) -> Result<Option<Bytes>, RepoError> {
-        let hex = manifest.strip_prefix("sha256:").unwrap_or(manifest);
-        match self.store.get(&format!("traces/{hex}")).await {
+    /// The sealed startup trace of `kind` recorded for a manifest, if any.
+    pub async fn trace(&self, manifest: &str, kind: TraceKind) -> Result<Option<Bytes>, RepoError> {
+        match self.store.get(&trace_key(manifest, kind)).await {
             Ok(b) => Ok(Some(b)),
             Err(StoreError::NotFound { .. }) => Ok(None),
             Err(e) => Err(self.err(e)),
         }
     }
 
-    /// Records a sealed startup trace for a manifest, unless one exists:
-    /// the first start's trace serves every later one.
-    pub async fn put_trace(&self, manifest: &str, sealed: Vec<u8>) -> Result<bool, RepoError> {
-        let hex = manifest.strip_prefix("sha256:").unwrap_or(manifest);
+    /// Records a sealed startup trace of `kind` for a manifest, unless one
+    /// exists: the first start's trace serves every later one.
+    pub async fn put_trace(
+        &self,
+        manifest: &str,
+        kind: TraceKind,
+        sealed: Vec<u8>,
+    ) -> Result<bool, RepoError> {
         self.store
-            .put_if_absent(&format!("traces/{hex}"), Bytes::from(sealed))
+            .put_if_absent(&trace_key(manifest, kind), Bytes::from(sealed))
             .await
             .map_err(|e| self.err(e))
     }
@@ -235,6 +238,25 @@ impl Repo {
             source,
         })?;
         Ok((m, bytes.len()))
+    }
+}
+
+/// What a startup trace records (see `kindling_chunk`'s trace module).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TraceKind {
+    /// The chunks a start read, for the agent's prefetch.
+    Chunks,
+    /// The file pages a start read, for warming the page cache.
+    Files,
+}
+
+/// Kept apart so a store whose chunk traces predate file traces still
+/// gets a file trace from its next start.
+fn trace_key(manifest: &str, kind: TraceKind) -> String {
+    let hex = manifest.strip_prefix("sha256:").unwrap_or(manifest);
+    match kind {
+        TraceKind::Chunks => format!("traces/{hex}"),
+        TraceKind::Files => format!("traces/{hex}.files"),
     }
 }
 

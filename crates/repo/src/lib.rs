@@ -25,5 +25,5 @@ mod sink;
 
 pub use error::{ChunkFault, RepoError};
 pub use fetch::{fetch, read_chunk, FetchOptions, FetchSummary};
-pub use layout::{chunk_key, validate_image_name, ImageRef, Repo};
+pub use layout::{chunk_key, validate_image_name, ImageRef, Repo, TraceKind};
 pub use push::{push, PushCounters, PushOptions, PushSummary};

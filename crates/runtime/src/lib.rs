@@ -44,6 +44,7 @@ mod rootfs;
 mod signals;
 mod spec;
 mod users;
+mod warm;
 
 pub use container::{
     Container, ExitStatusInfo, RunOptions, StdinMode, DEFAULT_BUNDLE_DIR, DEFAULT_HOSTNAME,
@@ -57,3 +58,4 @@ pub use owner::{claim_dir, sweep_dirs};
 pub use process::{process_from_image, ProcessSpec, DEFAULT_PATH};
 pub use signals::{forward_signals, FORCE_KILL_AFTER, FORWARDED_SIGNALS};
 pub use spec::DEFAULT_CAPABILITIES;
+pub use warm::{record as record_file_trace, warm, Warmed};
