@@ -382,7 +382,15 @@ fn open_regular(root: RawFd, path: &[u8]) -> io::Result<Option<File>> {
     }
     // SAFETY: r is a new fd that nothing else owns.
     let file = File::from(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
-    Ok(file.metadata()?.is_file().then_some(file))
+    if !file.metadata()?.is_file() {
+        return Ok(None);
+    }
+    // Exactly the recorded pages: they already hold what the kernel read
+    // ahead for the first start, and reading further ahead here fetches
+    // chunks that start never needed.
+    // SAFETY: fadvise on an fd we own; it only sets a flag on the file.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
+    Ok(Some(file))
 }
 
 /// True if openat2 is unavailable (old kernel, or a seccomp filter that
@@ -510,6 +518,57 @@ mod tests {
                 skipped: 6
             }
         );
+    }
+
+    /// Warming reads the recorded pages and no more: the kernel's own
+    /// read-ahead would fetch chunks the first start never needed.
+    #[test]
+    fn warming_reads_exactly_the_recorded_pages() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("f");
+        let mut f = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .unwrap();
+        std::io::Write::write_all(&mut f, &vec![1u8; 512 * PAGE as usize]).unwrap();
+        f.sync_all().unwrap();
+        // SAFETY: fadvise on an open fd.
+        unsafe { libc::posix_fadvise(f.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+        let before = mincore(&f, 512 * PAGE).unwrap();
+        if before.iter().any(|p| p & 1 != 0) {
+            eprintln!("skipped: this filesystem keeps pages DONTNEED should drop");
+            return;
+        }
+        let trace = FileTrace {
+            paths: vec![b"f".to_vec()],
+            ranges: vec![
+                // From the start of the file, where the kernel reads ahead most.
+                FileRange {
+                    path: 0,
+                    page: 0,
+                    pages: 10,
+                },
+                FileRange {
+                    path: 0,
+                    page: 100,
+                    pages: 1,
+                },
+            ],
+        };
+        let w = warm(dir.path(), &trace, 1, &AtomicBool::new(false)).unwrap();
+        assert_eq!(w.bytes, 11 * PAGE);
+        let resident: Vec<usize> = mincore(&f, 512 * PAGE)
+            .unwrap()
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| *p & 1 != 0)
+            .map(|(i, _)| i)
+            .collect();
+        let expected: Vec<usize> = (0..10).chain([100]).collect();
+        assert_eq!(resident, expected);
     }
 
     #[test]
