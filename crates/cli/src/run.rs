@@ -19,7 +19,7 @@ use kindling_runtime::{
 
 use crate::agent::{open, AgentArgs, Opened};
 use crate::origin::runtime;
-use crate::warming::{record_if_absent, Warming};
+use crate::warming::{record_if_absent, watch_if_recording, Warming};
 
 /// Start a container from an image in the store, loading it on demand.
 ///
@@ -221,6 +221,7 @@ pub fn run_opened(
         phases.push(("root_ready", Instant::now()));
         // Declared after the mounts: dropped (stopped) before they are.
         let warming = Warming::start(opened, ext4.target(), rt.handle().clone());
+        let watch = watch_if_recording(opened, ext4.target());
         check_interrupted()?;
         let c = &opened.config;
         let spec = if command.is_empty() {
@@ -238,7 +239,7 @@ pub fn run_opened(
         // The start is over when the container is; teardown is not in it.
         let exited = Instant::now();
         let warmed = warming.finish();
-        let recorded = record_if_absent(opened, ext4.target());
+        let recorded = record_if_absent(opened, ext4.target(), watch);
         if let Some(o) = overlay {
             o.unmount().context("unmounting the writable root")?;
         }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use kindling_runtime::Warmed;
+use kindling_runtime::{OpenWatch, Warmed};
 
 use crate::agent::{FileTraceLookup, Opened};
 
@@ -83,18 +83,44 @@ impl Drop for Warming {
     }
 }
 
+/// Watches which files the start opens if it may have to record a file
+/// trace (the image has none, or the lookup has not said yet).
+pub fn watch_if_recording(opened: &Opened, root: &Path) -> Option<OpenWatch> {
+    if !matches!(
+        *opened.file_trace.borrow(),
+        FileTraceLookup::Pending | FileTraceLookup::Absent
+    ) {
+        return None;
+    }
+    match OpenWatch::start(root) {
+        Ok(w) => Some(w),
+        Err(e) => {
+            eprintln!(
+                "kindling: warning: cannot watch the start's opens (fanotify: {e}); \
+                 no file trace will be recorded"
+            );
+            None
+        }
+    }
+}
+
 /// Records a file trace of `root` (the mounted image, after the container
-/// exited) if `opened` has none stored; it is saved with the chunk trace
-/// when the start ends. Returns the number of ranges recorded and how
-/// long recording took.
-pub fn record_if_absent(opened: &Opened, root: &Path) -> Option<(usize, Duration)> {
+/// exited) from the files `watch` saw opened, if `opened` has none
+/// stored; it is saved with the chunk trace when the start ends. Returns
+/// the number of ranges recorded and how long recording took.
+pub fn record_if_absent(
+    opened: &Opened,
+    root: &Path,
+    watch: Option<OpenWatch>,
+) -> Option<(usize, Duration)> {
+    let began = std::time::Instant::now();
+    let files = watch?.finish();
     if !matches!(*opened.file_trace.borrow(), FileTraceLookup::Absent) {
         return None;
     }
-    let began = std::time::Instant::now();
     let rank = chunk_ranks(opened);
     let chunk_size = opened.reader.manifest().chunk_size;
-    let trace = match kindling_runtime::record_file_trace(root, &|offset| {
+    let trace = match kindling_runtime::record_file_trace(root, &files, &|offset| {
         rank.get((offset / chunk_size) as usize)
             .copied()
             .unwrap_or(u64::MAX)

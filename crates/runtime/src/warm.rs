@@ -8,25 +8,25 @@
 //! trips with its work. Which pages, and in what order, comes from the
 //! first start:
 //!
-//! * [`record`] walks the mounted image after a start and asks the kernel
-//!   (mincore) which pages of each file are in the page cache: what the
-//!   start read, read-ahead included. mincore says nothing of order, so
-//!   each run of pages is ranked by where it lies in the image (FIEMAP)
-//!   and the rank the caller gives that place: the agent's chunk trace
-//!   says when the start first read each chunk.
+//! * [`record`] takes the files the start opened (see
+//!   [`crate::OpenWatch`]) and asks the kernel (mincore) which of their
+//!   pages are in the page cache: what the start read, read-ahead
+//!   included. mincore says nothing of order, so each run of pages is
+//!   ranked by where it lies in the image (FIEMAP) and the rank the
+//!   caller gives that place: the agent's chunk trace says when the start
+//!   first read each chunk.
 //! * [`warm`] reads those runs in that order.
 //!
-//! The image is untrusted and so is a trace (its tenant wrote it): a
-//! recorded path names a regular file reached without symlinks, and
-//! warming opens it with `openat2(RESOLVE_IN_ROOT | RESOLVE_NO_SYMLINKS)`,
-//! non-blocking, and reads it only if it is still a regular file.
+//! The image is untrusted and so is a trace (its tenant wrote it):
+//! recording and warming open a path with `openat2(RESOLVE_IN_ROOT |
+//! RESOLVE_NO_SYMLINKS)`, non-blocking, and read it only if it is a
+//! regular file.
 
 use std::ffi::CString;
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
-use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
@@ -40,56 +40,48 @@ const PIECE_PAGES: u32 = 256;
 /// What one read of a warming thread asks for.
 const READ_BYTES: usize = 256 << 10;
 
-/// Which pages of the files under `root` (a mounted image) are in the page
-/// cache, ordered by `rank(offset in the image)` of each piece's first
-/// page, then by that offset; pieces whose place is unknown go last.
+/// Which pages of `files` (paths relative to `root`, a mounted image, in
+/// the order the start opened them) are in the page cache, ordered by
+/// `rank(offset in the image)` of each piece's first page, then by that
+/// offset; pieces whose place is unknown go last.
 ///
-/// Walks without following symlinks or crossing into other filesystems.
-/// Stops adding files at [`MAX_TRACE_FILES`] or [`MAX_TRACE_RANGES`]; a
-/// file it cannot open or map is left out.
-pub fn record(root: &Path, rank: &dyn Fn(u64) -> u64) -> io::Result<FileTrace> {
-    let dev = std::fs::symlink_metadata(root)?.dev();
+/// Files are opened as [`warm`] opens them (inside the root, no symlinks,
+/// regular files only); one that cannot be is left out, and so are files
+/// past [`MAX_TRACE_RANGES`] pieces.
+pub fn record(root: &Path, files: &[Vec<u8>], rank: &dyn Fn(u64) -> u64) -> io::Result<FileTrace> {
+    let rootfd = open_root(root)?;
     let mut pieces: Vec<(u64, u64, FileRange)> = Vec::new();
     let mut trace = FileTrace::default();
-    let mut dirs: Vec<Vec<u8>> = vec![Vec::new()];
-    'walk: while let Some(rel) = dirs.pop() {
-        let Ok(entries) = std::fs::read_dir(root.join(std::ffi::OsStr::from_bytes(&rel))) else {
+    for path in files.iter().take(MAX_TRACE_FILES) {
+        if path.is_empty() || path.len() > MAX_TRACE_PATH || path.contains(&0) {
             continue;
+        }
+        let file = match open_regular(rootfd.as_raw_fd(), path) {
+            Ok(Some(f)) => f,
+            Ok(None) => continue,
+            Err(e) if no_openat2(&e) => return Err(e),
+            Err(_) => continue,
         };
-        for entry in entries.flatten() {
-            let mut path = rel.clone();
-            if !path.is_empty() {
-                path.push(b'/');
-            }
-            path.extend_from_slice(entry.file_name().as_bytes());
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.dev() != dev || path.len() > MAX_TRACE_PATH {
-                continue;
-            }
-            if meta.is_dir() {
-                dirs.push(path);
-            } else if meta.is_file() && meta.len() > 0 {
-                let runs = match resident_runs(&entry.path()) {
-                    Ok(Some(runs)) if !runs.is_empty() => runs,
-                    _ => continue,
-                };
-                if trace.paths.len() == MAX_TRACE_FILES
-                    || pieces.len() + runs.len() > MAX_TRACE_RANGES
-                {
-                    break 'walk;
-                }
-                let index = trace.paths.len() as u32;
-                trace.paths.push(path);
-                for (page, pages, offset) in runs {
-                    let r = offset.map_or(u64::MAX, rank);
-                    let range = FileRange {
-                        path: index,
-                        page,
-                        pages,
-                    };
-                    pieces.push((r, offset.unwrap_or(u64::MAX), range));
-                }
-            }
+        let runs = match resident_runs(&file) {
+            Ok(runs) if !runs.is_empty() => runs,
+            _ => continue,
+        };
+        if pieces.len() + runs.len() > MAX_TRACE_RANGES {
+            break;
+        }
+        let index = trace.paths.len() as u32;
+        trace.paths.push(path.clone());
+        for (page, pages, offset) in runs {
+            let range = FileRange {
+                path: index,
+                page,
+                pages,
+            };
+            pieces.push((
+                offset.map_or(u64::MAX, rank),
+                offset.unwrap_or(u64::MAX),
+                range,
+            ));
         }
     }
     pieces.sort_by_key(|&(rank, offset, r)| (rank, offset, r.path, r.page));
@@ -97,28 +89,28 @@ pub fn record(root: &Path, rank: &dyn Fn(u64) -> u64) -> io::Result<FileTrace> {
     Ok(trace)
 }
 
+fn open_root(root: &Path) -> io::Result<OwnedFd> {
+    Ok(std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(root)?
+        .into())
+}
+
 /// A run of resident pages: (first page, pages, where the first page lies
 /// in the filesystem's device, if FIEMAP says).
 type Run = (u32, u32, Option<u64>);
 
-/// The runs of `path`'s pages in the page cache, cut into pieces of at
-/// most [`PIECE_PAGES`]. `None` if it is no longer a regular file.
-fn resident_runs(path: &Path) -> io::Result<Option<Vec<Run>>> {
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_CLOEXEC)
-        .open(path)?;
-    let meta = file.metadata()?;
-    if !meta.is_file() {
-        return Ok(None);
-    }
+/// The runs of `file`'s pages in the page cache, cut into pieces of at
+/// most [`PIECE_PAGES`].
+fn resident_runs(file: &File) -> io::Result<Vec<Run>> {
     // A trace counts pages in u32; bigger files are left out.
-    let len = meta.len();
+    let len = file.metadata()?.len();
     if len == 0 || len.div_ceil(PAGE) > u64::from(u32::MAX) {
-        return Ok(Some(Vec::new()));
+        return Ok(Vec::new());
     }
-    let resident = mincore(&file, len)?;
-    let extents = fiemap(&file).unwrap_or_default();
+    let resident = mincore(file, len)?;
+    let extents = fiemap(file).unwrap_or_default();
     let mut runs = Vec::new();
     let mut page = 0usize;
     while page < resident.len() {
@@ -140,7 +132,7 @@ fn resident_runs(path: &Path) -> io::Result<Option<Vec<Run>>> {
             .map(|e| e.physical + (logical - e.logical));
         runs.push((start as u32, (page - start) as u32, physical));
     }
-    Ok(Some(runs))
+    Ok(runs)
 }
 
 /// One byte per page of `file` (`len` bytes long), bit 0 set if the page
@@ -279,11 +271,7 @@ pub fn warm(
     threads: usize,
     stop: &AtomicBool,
 ) -> io::Result<Warmed> {
-    let rootfd: OwnedFd = std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
-        .open(root)?
-        .into();
+    let rootfd = open_root(root)?;
     let bytes = AtomicU64::new(0);
     let skipped = AtomicU64::new(0);
     let threads = threads.max(1);
@@ -402,6 +390,7 @@ fn no_openat2(e: &io::Error) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::ffi::OsStrExt;
 
     #[test]
     fn record_then_warm_reads_what_was_read_in_rank_order() {
@@ -416,11 +405,14 @@ mod tests {
         }
         std::fs::write(root.join("empty"), b"").unwrap();
         std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        let files: Vec<Vec<u8>> = ["a/b/one", "two", "three", "empty", "link", "gone", "a"]
+            .iter()
+            .map(|p| p.as_bytes().to_vec())
+            .collect();
         // Ranked backwards: the trace must list pieces by falling offset.
-        let trace = record(root, &|offset| u64::MAX - offset).unwrap();
+        let trace = record(root, &files, &|offset| u64::MAX - offset).unwrap();
         let names: Vec<&[u8]> = trace.paths.iter().map(|p| p.as_slice()).collect();
-        assert!(!names.contains(&&b"empty"[..]) && !names.contains(&&b"link"[..]));
-        assert!(names.contains(&&b"a/b/one"[..]), "{names:?}");
+        assert_eq!(names, [&b"a/b/one"[..], b"two", b"three"]);
         assert!(trace.ranges.iter().all(|r| r.pages <= PIECE_PAGES));
         let offsets: Vec<u64> = trace
             .ranges
@@ -438,11 +430,10 @@ mod tests {
         assert!(offsets.iter().all(|&o| o > 0), "FIEMAP placed every piece");
         assert!(offsets.windows(2).all(|w| w[0] > w[1]), "{offsets:?}");
         // "two" (600 pages, resident after writing) comes in 3 pieces.
-        let two = names.iter().position(|n| *n == b"two").unwrap() as u32;
         let pieces: Vec<u32> = trace
             .ranges
             .iter()
-            .filter(|r| r.path == two)
+            .filter(|r| r.path == 1)
             .map(|r| r.pages)
             .collect();
         assert_eq!(pieces.iter().sum::<u32>(), 600);

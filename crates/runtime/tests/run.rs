@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use common::{argv, prerequisites, Capture, Fixture};
 use kindling_runtime::{
-    mount_ext4, mount_overlay, process_from_image, Container, LoopDevice, ProcessSpec, RunOptions,
-    RuntimeError,
+    mount_ext4, mount_overlay, process_from_image, record_file_trace, warm, Container, LoopDevice,
+    OpenWatch, ProcessSpec, RunOptions, RuntimeError,
 };
 
 fn sysfs(dev: &LoopDevice, attr: &str) -> String {
@@ -128,6 +128,61 @@ fn overlay_writes_land_in_the_upper_dir() {
     let err = mount_overlay(&fx.mnt, &scratch.join("up,per"), &work, &root).unwrap_err();
     let text = format!("{err}: {}", std::error::Error::source(&err).unwrap());
     assert!(text.contains("upperdir"), "{text}");
+}
+
+/// The files a start opens through the overlayfs root (or the image's own
+/// mount) are seen on the image's filesystem, named inside it, in the
+/// order first opened; a file trace recorded from them warms a fresh mount.
+#[test]
+fn opens_are_watched_and_make_a_file_trace() {
+    let Some(image) = prerequisites("opens_are_watched_and_make_a_file_trace") else {
+        return;
+    };
+    let fx = Fixture::new(&image);
+    let scratch = fx.dir.path().join("scratch");
+    let (upper, work, root) = (
+        scratch.join("upper"),
+        scratch.join("work"),
+        scratch.join("root"),
+    );
+    for d in [&upper, &work, &root] {
+        std::fs::create_dir_all(d).unwrap();
+    }
+    let trace = {
+        let dev = LoopDevice::attach(&fx.image, true).unwrap();
+        let lower = mount_ext4(dev.path(), &fx.mnt, true).unwrap();
+        let ovl = mount_overlay(lower.target(), &upper, &work, &root).unwrap();
+        let watch = OpenWatch::start(lower.target()).unwrap();
+        std::fs::read(root.join("etc/debian_version")).unwrap();
+        std::fs::read(root.join("etc/passwd")).unwrap();
+        std::fs::read(root.join("etc/debian_version")).unwrap();
+        std::fs::read(lower.target().join("etc/group")).unwrap();
+        // Not the image's filesystem: not seen.
+        drop(std::fs::File::open(&fx.image).unwrap());
+        let opened = watch.finish();
+        let names: Vec<&str> = opened
+            .iter()
+            .map(|p| std::str::from_utf8(p).unwrap())
+            .collect();
+        assert_eq!(names, ["etc/debian_version", "etc/passwd", "etc/group"]);
+        let trace = record_file_trace(lower.target(), &opened, &|offset| offset).unwrap();
+        assert_eq!(trace.paths, opened);
+        ovl.unmount().unwrap();
+        lower.unmount().unwrap();
+        drop(dev);
+        trace
+    };
+    // A fresh mount has nothing cached; warming reads what was recorded.
+    let dev = LoopDevice::attach(&fx.image, true).unwrap();
+    let lower = mount_ext4(dev.path(), &fx.mnt, true).unwrap();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let w = warm(lower.target(), &trace, 2, &stop).unwrap();
+    let recorded: u64 = trace.ranges.iter().map(|r| u64::from(r.pages) * 4096).sum();
+    assert!(w.bytes > 0 && w.bytes <= recorded, "{w:?} of {recorded}");
+    assert_eq!(w.skipped, 0);
+    lower.unmount().unwrap();
+    drop(dev);
+    fx.assert_nothing_attached();
 }
 
 #[test]
