@@ -87,11 +87,13 @@ struct State {
     /// Chunks waiting to be prefetched, and the tasks taking from them.
     waiting: VecDeque<usize>,
     prefetchers: usize,
+    /// The start is over: later reads are not part of its trace.
+    trace_ended: bool,
 }
 
 impl State {
     fn note_read(&mut self, index: usize) {
-        if self.traced.insert(index) {
+        if !self.trace_ended && self.traced.insert(index) {
             self.trace.push(index as u32);
         }
     }
@@ -496,5 +498,11 @@ impl ImageReader {
     /// The stored chunks read so far, in first-read order.
     pub fn trace(&self) -> Vec<u32> {
         self.lock().trace.clone()
+    }
+
+    /// Ends the trace: what is read from now on (`run` recording its file
+    /// trace reads extent blocks the start never did) is not the start's.
+    pub fn end_trace(&self) {
+        self.lock().trace_ended = true;
     }
 }

@@ -352,6 +352,20 @@ fn stored_chunk(n: usize) -> usize {
 }
 
 /// A read served on the caller's thread takes only chunks already in
+/// Reads after the trace ended are served but not traced.
+#[test]
+fn reads_after_the_trace_ends_are_not_in_it() {
+    let f = fixture();
+    let r = reader_over(local(), 4);
+    let cs = f.manifest.chunk_size;
+    let (a, b) = (stored_chunk(0), stored_chunk(2));
+    rt().block_on(r.read(a as u64 * cs, 10)).unwrap();
+    r.end_trace();
+    let got = rt().block_on(r.read(b as u64 * cs, 10)).unwrap();
+    assert_eq!(got, f.reference[b * cs as usize..b * cs as usize + 10]);
+    assert_eq!(r.trace(), vec![a as u32]);
+}
+
 /// memory: it fetches nothing, answers what a read through the tiers
 /// answers, and enters the trace like one.
 #[test]

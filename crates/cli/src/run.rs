@@ -238,6 +238,7 @@ pub fn run_opened(
             .with_context(|| format!("running {:?}", spec.args))?;
         // The start is over when the container is; teardown is not in it.
         let exited = Instant::now();
+        opened.reader.end_trace();
         let warmed = warming.finish();
         let recorded = record_if_absent(opened, ext4.target(), watch);
         if let Some(o) = overlay {
