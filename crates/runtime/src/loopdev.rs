@@ -110,6 +110,12 @@ impl LoopDevice {
             .custom_flags(libc::O_CLOEXEC)
             .open(file)
             .map_err(|e| loop_err("open", file, e))?;
+        // The loop driver reads through this very open file. Its own
+        // read-ahead (READ_AHEAD_KB, on the block device) decides how much
+        // a read asks for; the file's read-ahead on top would ask the
+        // agent for more, including chunks no start reads.
+        // SAFETY: fadvise on an fd we own; it only sets a flag on the file.
+        unsafe { libc::posix_fadvise(backing.as_raw_fd(), 0, 0, libc::POSIX_FADV_RANDOM) };
         let ctl_path = Path::new("/dev/loop-control");
         let ctl = OpenOptions::new()
             .read(true)

@@ -52,6 +52,75 @@ fn loop_devices_attach_read_only_and_read_write() {
     fx.assert_nothing_attached();
 }
 
+/// A read of the device reads that much of the file: the file's own
+/// read-ahead would ask the agent for chunks no start reads.
+#[test]
+fn a_device_read_reads_no_more_of_the_file() {
+    let Some(_) = prerequisites("a_device_read_reads_no_more_of_the_file") else {
+        return;
+    };
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("disk.img");
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&path)
+        .unwrap();
+    std::io::Write::write_all(&mut &file, &vec![7u8; 16 << 20]).unwrap();
+    file.sync_all().unwrap();
+    // SAFETY: fadvise on an open fd.
+    unsafe { libc::posix_fadvise(file.as_raw_fd(), 0, 0, libc::POSIX_FADV_DONTNEED) };
+    let resident = || -> Vec<usize> {
+        let len = 16usize << 20;
+        // SAFETY: a fresh read-only mapping, only passed to mincore and
+        // unmapped.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ,
+                libc::MAP_SHARED,
+                file.as_raw_fd(),
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED);
+        let mut vec = vec![0u8; len / 4096];
+        // SAFETY: the mapping above, one byte per page.
+        assert_eq!(unsafe { libc::mincore(addr, len, vec.as_mut_ptr()) }, 0);
+        // SAFETY: the mapping above.
+        unsafe { libc::munmap(addr, len) };
+        vec.iter()
+            .enumerate()
+            .filter(|(_, p)| *p & 1 != 0)
+            .map(|(i, _)| i)
+            .collect()
+    };
+    if !resident().is_empty() {
+        eprintln!("skipped: pages stay cached after DONTNEED here");
+        return;
+    }
+    let dev = LoopDevice::attach(&path, true).unwrap();
+    let block = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECT)
+        .open(dev.path())
+        .unwrap();
+    // O_DIRECT wants an aligned buffer.
+    let mut buf = vec![0u8; 3 * 4096];
+    let at = buf.as_ptr().align_offset(4096);
+    // At the start of the file, where the kernel reads ahead most.
+    std::os::unix::fs::FileExt::read_exact_at(&block, &mut buf[at..at + 4096], 0).unwrap();
+    assert_eq!(buf[at], 7);
+    assert_eq!(resident(), vec![0]);
+    drop(block);
+    drop(dev);
+}
+
 #[test]
 fn concurrent_attaches_each_get_their_own_device() {
     let Some(image) = prerequisites("concurrent_attaches_each_get_their_own_device") else {
