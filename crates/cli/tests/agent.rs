@@ -524,6 +524,10 @@ fn a_killed_run_is_cleaned_up() {
     )
     .unwrap();
     assert_eq!(line, "up\n");
+    // `exec sleep 600` comes after the "up": let it page in while the
+    // agent still serves (a page it needs after the kill is an EIO, and
+    // the container dies of it).
+    std::thread::sleep(std::time::Duration::from_millis(500));
     let prefix = format!("kindling-{}-", child.id());
     let ours = |what: &str| -> usize {
         fs::read_dir(what)
