@@ -128,8 +128,8 @@ fn resident_runs(file: &File) -> io::Result<Vec<Run>> {
         let logical = start as u64 * PAGE;
         let physical = extents
             .iter()
-            .find(|e| (e.logical..e.logical + e.length).contains(&logical))
-            .map(|e| e.physical + (logical - e.logical));
+            .find(|e| (e.logical..e.logical.saturating_add(e.length)).contains(&logical))
+            .map(|e| e.physical.saturating_add(logical - e.logical));
         runs.push((start as u32, (page - start) as u32, physical));
     }
     Ok(runs)
@@ -300,7 +300,7 @@ pub fn warm(
                             continue;
                         };
                         let mut at = u64::from(range.page) * PAGE;
-                        let end = u64::from(range.page + range.pages) * PAGE;
+                        let end = (u64::from(range.page) + u64::from(range.pages)) * PAGE;
                         while at < end && !stop.load(Relaxed) {
                             let want = (end - at).min(READ_BYTES as u64) as usize;
                             match file.read_at(&mut buf[..want], at) {
