@@ -36,13 +36,30 @@ fn open_root(root: &Path) -> io::Result<OwnedFd> {
 
 /// `openat2(root, path, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`.
 fn open_in_root(root: RawFd, path: &str, flags: i32, mode: u32) -> io::Result<OwnedFd> {
-    let c = c_string(path.as_bytes())?;
+    openat2(
+        root,
+        path.as_bytes(),
+        flags,
+        mode,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS,
+    )
+}
+
+/// `openat2(root, path, flags | O_CLOEXEC, mode, resolve)`.
+pub(crate) fn openat2(
+    root: RawFd,
+    path: &[u8],
+    flags: i32,
+    mode: u32,
+    resolve: u64,
+) -> io::Result<OwnedFd> {
+    let c = c_string(path)?;
     // SAFETY: open_how is plain old data (libc marks it non-exhaustive);
     // all-zero is valid.
     let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     how.flags = (flags | libc::O_CLOEXEC) as u64;
     how.mode = u64::from(mode);
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    how.resolve = resolve;
     // SAFETY: c and how are valid for the duration of the call and the size
     // passed is how's size; the kernel only reads them.
     let r = unsafe {
@@ -63,7 +80,7 @@ fn open_in_root(root: RawFd, path: &str, flags: i32, mode: u32) -> io::Result<Ow
 
 /// True if openat2 is unavailable (old kernel, or a seccomp filter that
 /// predates it and answers EPERM).
-fn no_openat2(e: &io::Error) -> bool {
+pub(crate) fn no_openat2(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
 }
 

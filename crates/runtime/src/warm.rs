@@ -22,14 +22,14 @@
 //! RESOLVE_NO_SYMLINKS)`, non-blocking, and read it only if it is a
 //! regular file.
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 
+use crate::rootfs::{no_openat2, openat2};
 use kindling_chunk::{FileRange, FileTrace, MAX_TRACE_FILES, MAX_TRACE_PATH, MAX_TRACE_RANGES};
 
 const PAGE: u64 = 4096;
@@ -339,37 +339,25 @@ pub fn warm(
 /// resolved inside the root without following any symlink; `None` if it is
 /// missing or something else.
 fn open_regular(root: RawFd, path: &[u8]) -> io::Result<Option<File>> {
-    let c = CString::new(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
-    // SAFETY: open_how is plain old data (libc marks it non-exhaustive);
-    // all-zero is valid.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
     // O_NONBLOCK: a FIFO put where a file was must not hang us.
-    how.flags =
-        (libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW | libc::O_CLOEXEC)
-            as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: c and how are valid for the duration of the call and the size
-    // passed is how's size; the kernel only reads them.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root,
-            c.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if r < 0 {
-        let e = io::Error::last_os_error();
-        return match e.raw_os_error() {
-            Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR | libc::EACCES | libc::ENXIO) => {
-                Ok(None)
+    let opened = openat2(
+        root,
+        path,
+        libc::O_RDONLY | libc::O_NONBLOCK | libc::O_NOCTTY | libc::O_NOFOLLOW,
+        0,
+        libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_SYMLINKS | libc::RESOLVE_NO_MAGICLINKS,
+    );
+    let file = match opened {
+        Ok(fd) => File::from(fd),
+        Err(e) => {
+            return match e.raw_os_error() {
+                Some(libc::ENOENT | libc::ELOOP | libc::ENOTDIR | libc::EACCES | libc::ENXIO) => {
+                    Ok(None)
+                }
+                _ => Err(e),
             }
-            _ => Err(e),
-        };
-    }
-    // SAFETY: r is a new fd that nothing else owns.
-    let file = File::from(unsafe { OwnedFd::from_raw_fd(r as RawFd) });
+        }
+    };
     if !file.metadata()?.is_file() {
         return Ok(None);
     }
@@ -381,15 +369,10 @@ fn open_regular(root: RawFd, path: &[u8]) -> io::Result<Option<File>> {
     Ok(Some(file))
 }
 
-/// True if openat2 is unavailable (old kernel, or a seccomp filter that
-/// predates it and answers EPERM).
-fn no_openat2(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSYS | libc::EPERM))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
 
     #[test]
