@@ -161,15 +161,7 @@ fn overlay_writes_land_in_the_upper_dir() {
         return;
     };
     let fx = Fixture::new(&image);
-    let scratch = fx.dir.path().join("scratch");
-    let (upper, work, root) = (
-        scratch.join("upper"),
-        scratch.join("work"),
-        scratch.join("root"),
-    );
-    for d in [&upper, &work, &root] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (scratch, upper, work, root) = fx.overlay_dirs();
     {
         let dev = LoopDevice::attach(&fx.image, true).unwrap();
         let lower = mount_ext4(dev.path(), &fx.mnt, true).unwrap();
@@ -208,15 +200,7 @@ fn opens_are_watched_and_make_a_file_trace() {
         return;
     };
     let fx = Fixture::new(&image);
-    let scratch = fx.dir.path().join("scratch");
-    let (upper, work, root) = (
-        scratch.join("upper"),
-        scratch.join("work"),
-        scratch.join("root"),
-    );
-    for d in [&upper, &work, &root] {
-        std::fs::create_dir_all(d).unwrap();
-    }
+    let (_, upper, work, root) = fx.overlay_dirs();
     let trace = {
         let dev = LoopDevice::attach(&fx.image, true).unwrap();
         let lower = mount_ext4(dev.path(), &fx.mnt, true).unwrap();

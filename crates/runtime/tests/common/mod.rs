@@ -64,6 +64,18 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// A scratch directory with overlayfs's upper, work and root
+    /// directories made in it: (scratch, upper, work, root).
+    pub fn overlay_dirs(&self) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+        let scratch = self.dir.path().join("scratch");
+        let dirs = ["upper", "work", "root"].map(|d| scratch.join(d));
+        for d in &dirs {
+            std::fs::create_dir_all(d).unwrap();
+        }
+        let [upper, work, root] = dirs;
+        (scratch, upper, work, root)
+    }
+
     pub fn new(image_dir: &Path) -> Fixture {
         let dir = tempfile::Builder::new()
             .prefix("kindling-runtime-")
