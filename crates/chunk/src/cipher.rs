@@ -8,13 +8,11 @@
 
 use std::fmt;
 
-use aes::cipher::{KeyIvInit, StreamCipher};
 use sha2::{Digest, Sha256};
 
+use crate::aes_ctr;
 use crate::error::ChunkError;
 use crate::sha256x2::Sha256x2;
-
-type Aes256Ctr = ctr::Ctr128BE<aes::Aes256>;
 
 /// A chunk's name: the SHA-256 of its ciphertext. Shown as 64 hex digits.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -106,8 +104,7 @@ pub fn derive_key(salt: &Salt, plaintext: &[u8]) -> ChunkKey {
 }
 
 fn apply_keystream(key: &ChunkKey, buf: &mut [u8]) {
-    let mut c = Aes256Ctr::new((&key.0).into(), &[0u8; 16].into());
-    c.apply_keystream(buf);
+    aes_ctr::apply_keystream_at(&key.0, 0, buf);
 }
 
 /// Encrypts one chunk in place; returns its key and name.
@@ -158,10 +155,7 @@ pub fn decrypt_in_place(key: &ChunkKey, buf: &mut [u8]) {
 /// CTR needs no other part of the chunk, so a read of 128 KiB decrypts
 /// 128 KiB, not the chunk. Verify the chunk first.
 pub fn decrypt_range(key: &ChunkKey, offset: u64, buf: &mut [u8]) {
-    use ctr::cipher::StreamCipherSeek;
-    let mut c = Aes256Ctr::new((&key.0).into(), &[0u8; 16].into());
-    c.seek(offset);
-    c.apply_keystream(buf);
+    aes_ctr::apply_keystream_at(&key.0, offset, buf);
 }
 
 /// Checks that `ciphertext` is the chunk called `name`.

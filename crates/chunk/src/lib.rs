@@ -22,6 +22,7 @@
 //! assert_eq!(chunk, vec![1u8; 4096]);
 //! ```
 
+mod aes_ctr;
 pub mod cipher;
 mod error;
 mod key;
