@@ -132,6 +132,15 @@ fn run_dir(image: &Image, rootfs: &Path, command: &[String], id: &str) -> Result
     Ok(Container::run(id, rootfs, &spec, opts)?.code())
 }
 
+/// Writes back what the previous variant left dirty before the next one
+/// is timed: (a) unpacks up to 1.5 GB per run, and the writeback of that
+/// otherwise lands in whichever variant runs next (python-ds' (c) ranged
+/// 962-1888 ms within one benchmark run).
+fn settle() {
+    // SAFETY: sync(2) takes no arguments and cannot fail.
+    unsafe { libc::sync() };
+}
+
 fn stats(mut v: Vec<f64>) -> serde_json::Value {
     v.sort_by(f64::total_cmp);
     let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize];
@@ -189,6 +198,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
     let (mut e, mut e_origin) = (vec![], vec![]);
     for r in 0..args.runs {
         let rootfs = work.path().join(format!("rootfs-{r}"));
+        settle();
         let t = Instant::now();
         pull_and_unpack(&image, &args.source, &rootfs, &link)?;
         let code = run_dir(
@@ -204,6 +214,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         a_codes.push(code);
 
         agent.cache_dir = Some(work.path().join(format!("cache-cold-{r}")));
+        settle();
         let t = Instant::now();
         let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
         let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
@@ -217,6 +228,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         let mut untraced = agent.clone();
         untraced.no_trace = true;
         untraced.cache_dir = Some(work.path().join(format!("cache-untraced-{r}")));
+        settle();
         let t = Instant::now();
         let opened = rt.block_on(open_over(&untraced, &args.name, Some(link.clone())))?;
         let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
@@ -225,6 +237,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         std::fs::remove_dir_all(work.path().join(format!("cache-untraced-{r}"))).ok();
 
         agent.cache_dir = Some(work.path().join("cache-warm"));
+        settle();
         let t = Instant::now();
         let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
         let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
@@ -232,6 +245,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
 
         let mut cold_e = agent_e.clone();
         cold_e.cache_dir = Some(work.path().join(format!("cache-az-{r}")));
+        settle();
         let t = Instant::now();
         let opened = rt.block_on(open_over(&cold_e, &args.name, Some(link.clone())))?;
         let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
@@ -239,6 +253,7 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         e_origin.push(opened.disk.stats().snapshot().chunks_origin);
         std::fs::remove_dir_all(work.path().join(format!("cache-az-{r}"))).ok();
 
+        settle();
         let t = Instant::now();
         run_dir(
             &image,
