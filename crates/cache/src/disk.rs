@@ -59,8 +59,9 @@
 //!
 //! A process that misses on disk takes the fill lock of the chunk's stripe
 //! (flock, so a process that dies releases it), checks the disk again, and
-//! only then fills. Chunks are written to `tmp/` and renamed into place,
-//! so no reader ever sees part of one. Striping bounds the number of lock
+//! only then fills. Chunks are written to `tmp/` (around the page cache
+//! where the file system allows it, see `direct.rs`) and renamed into
+//! place, so no reader ever sees part of one. Striping bounds the number of lock
 //! files; two chunks on one stripe just fill one after the other.
 //!
 //! Lock order: a fill lock, then the usage lock; nothing takes a fill lock
@@ -84,6 +85,7 @@ use bytes::Bytes;
 use kindling_chunk::ChunkName;
 use xattr::FileExt as _;
 
+use crate::direct::DirectWrites;
 use crate::error::CacheError;
 use crate::LruK;
 
@@ -139,6 +141,8 @@ pub(crate) struct DiskTier {
     corrupt_dropped: AtomicU64,
     evictions: AtomicU64,
     write_errors: AtomicU64,
+    /// Chunk files are written around the page cache where possible.
+    direct: DirectWrites,
 }
 
 /// What a disk read found.
@@ -241,6 +245,7 @@ impl DiskTier {
             corrupt_dropped: AtomicU64::new(0),
             evictions: AtomicU64::new(0),
             write_errors: AtomicU64::new(0),
+            direct: DirectWrites::new(true),
         };
         tier.remove_stale_temps();
         let usage_err = |e| CacheError::io("update the usage counter", &usage_path, e);
@@ -425,14 +430,11 @@ impl DiskTier {
             TEMP_COUNTER.fetch_add(1, Ordering::Relaxed)
         ));
         let write_err = |e| CacheError::io(format!("write chunk {name}"), &temp, e);
-        let mut file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .open(&temp)
-            .map_err(write_err)?;
         let temp_guard = RemoveOnDrop(&temp);
-        file.write_all(data).map_err(write_err)?;
+        let file = self
+            .direct
+            .create(&temp, FILE_MODE, data)
+            .map_err(write_err)?;
         self.stamp_new(&file);
         drop(file);
         if let Some(parent) = target.parent() {

@@ -33,6 +33,7 @@
 //! ```
 
 mod cache;
+mod direct;
 mod disk;
 mod error;
 mod lruk;
