@@ -108,6 +108,18 @@ impl Node {
             .is_some_and(|until| Instant::now() < until)
     }
 
+    /// Starts opening a connection unless one is open or being opened, or
+    /// the node is marked down. Does not wait.
+    pub fn warm(self: &Arc<Node>, counters: &Arc<Counters>) {
+        let mut st = self.lock();
+        let down = st.down_until.is_some_and(|until| Instant::now() < until);
+        let open = st.conn.as_ref().is_some_and(|c| !c.is_closed());
+        if !down && !open && !st.connecting {
+            st.connecting = true;
+            tokio::spawn(Arc::clone(self).connect(Arc::clone(counters)));
+        }
+    }
+
     /// A ready connection, opening one if there is none.
     async fn conn(
         self: &Arc<Node>,

@@ -435,3 +435,23 @@ async fn get_latency() {
     }
     println!("{:?}", az.stats());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connect_all_opens_every_connection_before_any_read() {
+    let stubs = Stub::cluster(5).await;
+    let az = client(&stubs, config());
+    assert_eq!(az.stats().connects, 0, "connections are lazy");
+    az.connect_all();
+    az.connect_all();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while az.stats().connects < 5 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // Five attempts, one per node however often it is called, and the
+    // first read then opens none.
+    assert_eq!(az.stats().connects, 5);
+    let data = chunk(512 * 1024, 7);
+    let name = ChunkName::of(&data);
+    assert!(az.get(&name).await.unwrap().is_none());
+    assert_eq!(az.stats().connects, 5);
+}

@@ -212,7 +212,11 @@ pub async fn open_over(
     let mut below: Arc<dyn ChunkSource> = Arc::new(Origin::new(store));
     let cluster = args.az.cluster()?;
     let az = match &cluster {
-        Some(cluster) => Some(cluster.client()?),
+        Some(cluster) => {
+            let client = cluster.client()?;
+            client.connect_all();
+            Some(client)
+        }
         None => None,
     };
     if let (Some(client), Some(cluster)) = (&az, &cluster) {
