@@ -47,16 +47,18 @@ impl Aligned {
     fn get(&mut self, len: usize) -> &mut [u8] {
         if self.cap < len {
             self.release();
+            // Zeroed, so the slice below is initialised bytes; it happens
+            // once per thread and size, not per chunk.
             // SAFETY: len > 0, so the layout has a non-zero size.
-            let ptr = unsafe { std::alloc::alloc(Self::layout(len)) };
+            let ptr = unsafe { std::alloc::alloc_zeroed(Self::layout(len)) };
             let Some(ptr) = std::ptr::NonNull::new(ptr) else {
                 std::alloc::handle_alloc_error(Self::layout(len));
             };
             self.ptr = ptr;
             self.cap = len;
         }
-        // SAFETY: ptr holds cap >= len bytes; u8 has no invalid values and
-        // every byte is written by the caller before it is read.
+        // SAFETY: ptr holds cap >= len initialised (zeroed, then written)
+        // bytes, borrowed mutably through &mut self.
         unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), len) }
     }
 
