@@ -111,13 +111,10 @@ impl Node {
     /// Starts opening a connection unless one is open or being opened, or
     /// the node is marked down. Does not wait.
     pub fn warm(self: &Arc<Node>, counters: &Arc<Counters>) {
-        let mut st = self.lock();
-        let down = st.down_until.is_some_and(|until| Instant::now() < until);
-        let open = st.conn.as_ref().is_some_and(|c| !c.is_closed());
-        if !down && !open && !st.connecting {
-            st.connecting = true;
-            tokio::spawn(Arc::clone(self).connect(Arc::clone(counters)));
-        }
+        let (node, counters) = (Arc::clone(self), Arc::clone(counters));
+        tokio::spawn(async move {
+            let _ = node.conn(&counters).await;
+        });
     }
 
     /// A ready connection, opening one if there is none.
