@@ -29,6 +29,6 @@ mod stats;
 pub use disk::Disk;
 pub use error::AgentError;
 pub use overlay::{Overlay, PAGE_SIZE};
-pub use reader::{ImageReader, PageSink, ReaderOptions};
+pub use reader::{ImageReader, PageSink, ReaderOptions, PENDING_STORES};
 pub use source::{AzCached, ChunkSource, Fetched, Origin, SourceError, Tier, WorkerCached};
 pub use stats::{Stats, StatsSnapshot};

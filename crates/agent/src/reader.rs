@@ -47,8 +47,10 @@ impl Default for ReaderOptions {
 }
 
 /// Preloaded chunks waiting for their store, at most (8 MiB at 512 KiB,
-/// inside the agent's memory budget).
-const PENDING_STORES: usize = 16;
+/// inside the agent's memory budget). Each store runs on a blocking thread
+/// and may wait there for the kernel, so an agent's runtime needs more
+/// blocking threads than this.
+pub const PENDING_STORES: usize = 16;
 
 /// Where preloaded chunks go: the kernel's page cache of the disk file.
 pub trait PageSink: Send + Sync + std::fmt::Debug {

@@ -17,10 +17,18 @@ use bytes::Bytes;
 use kindling_chunk::ChunkName;
 use tokio::sync::OnceCell;
 
-use crate::disk::{DiskTier, ReadOutcome, MAX_CHUNK_BYTES};
+use crate::disk::{stripe, DiskTier, FillLock, ReadOutcome, MAX_CHUNK_BYTES, STRIPES};
 use crate::error::CacheError;
 use crate::memory::MemoryTier;
 use crate::{CacheOptions, CacheStats, Hit};
+
+/// A fill lock held by this process: the file lock (other processes) and
+/// the stripe's mutex (this process's other tasks), released in that
+/// order when the chunk is in place.
+struct Held {
+    lock: FillLock,
+    _local: tokio::sync::OwnedMutexGuard<()>,
+}
 
 /// The outcome of one flight, shared by the leader and its waiters.
 type Flight = OnceCell<Result<(Bytes, Hit), CacheError>>;
@@ -38,6 +46,12 @@ struct Inner {
     disk: DiskTier,
     memory: Mutex<MemoryTier>,
     flights: Mutex<HashMap<ChunkName, Arc<Flight>>>,
+    /// The fill-lock stripes within this process. Two of its fills that
+    /// share a stripe wait for each other here, as tasks: waiting in
+    /// `flock` would hold a blocking thread that the other fill may need
+    /// to finish (a runtime with few blocking threads would deadlock).
+    /// The file lock then only ever waits for other processes.
+    stripes: Box<[Arc<tokio::sync::Mutex<()>>]>,
     memory_hits: AtomicU64,
     disk_hits: AtomicU64,
     fills: AtomicU64,
@@ -61,6 +75,7 @@ impl WorkerCache {
                 disk,
                 memory,
                 flights: Mutex::new(HashMap::new()),
+                stripes: (0..STRIPES).map(|_| Arc::default()).collect(),
                 memory_hits: AtomicU64::new(0),
                 disk_hits: AtomicU64::new(0),
                 fills: AtomicU64::new(0),
@@ -227,9 +242,28 @@ impl WorkerCache {
             return Ok((bytes, Hit::Disk));
         }
 
-        let lock = self.blocking(move |disk| disk.lock_fill(&name)).await??;
-        // Whoever held the lock may have filled this very chunk.
-        if let Some(bytes) = self.disk_read(name).await? {
+        let local = Arc::clone(&self.inner.stripes[stripe(&name)])
+            .lock_owned()
+            .await;
+        // One trip to the blocking pool: the lock, then a second look,
+        // since whoever held the lock may have filled this very chunk.
+        let (lock, filled) = self
+            .blocking(move |disk| {
+                let lock = disk.lock_fill(&name)?;
+                let filled = match disk.read(&name) {
+                    ReadOutcome::Hit(bytes) => Some(bytes),
+                    ReadOutcome::Miss | ReadOutcome::Dropped => None,
+                };
+                Ok::<_, CacheError>((
+                    Held {
+                        lock,
+                        _local: local,
+                    },
+                    filled,
+                ))
+            })
+            .await??;
+        if let Some(bytes) = filled {
             drop(lock);
             self.inner.fill_waits.fetch_add(1, Ordering::Relaxed);
             self.memory().insert(name, bytes.clone());
@@ -255,7 +289,7 @@ impl WorkerCache {
                     kindling_chunk::cipher::verify(&name, &data)
                         .map_err(|_| CacheError::Corrupt { name })?;
                 }
-                Ok(disk.write(&name, &data, lock))
+                Ok(disk.write(&name, &data, lock.lock))
             })
             .await??;
         if let Err(e) = stored {

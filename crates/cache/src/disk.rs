@@ -155,6 +155,12 @@ pub(crate) enum ReadOutcome {
     Dropped,
 }
 
+/// The fill-lock stripe of `name`: the last two bytes (the first one
+/// already picks the subdirectory).
+pub(crate) fn stripe(name: &ChunkName) -> usize {
+    usize::from(u16::from_le_bytes([name.0[30], name.0[31]])) % STRIPES
+}
+
 /// A held fill lock; released when dropped (closing the only descriptor of
 /// the open file releases its flock).
 #[derive(Debug)]
@@ -273,9 +279,7 @@ impl DiskTier {
     }
 
     fn stripe_path(&self, name: &ChunkName) -> PathBuf {
-        // The last two bytes: the first one already picks the subdirectory.
-        let stripe = usize::from(u16::from_le_bytes([name.0[30], name.0[31]])) % STRIPES;
-        self.locks.join(format!("{stripe:04x}"))
+        self.locks.join(format!("{:04x}", stripe(name)))
     }
 
     pub(crate) fn last_usage(&self) -> u64 {

@@ -132,6 +132,64 @@ async fn single_flight_within_a_process() {
     assert_eq!(stats.fill_waits + stats.memory_hits, 31);
 }
 
+/// Two fills of different chunks that share a fill-lock stripe, on a
+/// runtime with one blocking thread: the second must wait for the first as
+/// a task. Waiting in `flock` would hold the only blocking thread, which
+/// the first fill needs to write its chunk: a deadlock, caught here by the
+/// timeout.
+#[test]
+fn fills_sharing_a_stripe_need_no_spare_blocking_thread() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    // The stripe is picked by the name's last two bytes.
+    let mut by_tail = std::collections::HashMap::new();
+    let (a, b) = (0u32..)
+        .find_map(|i| {
+            let c = chunk(i, 4096);
+            let tail = [c.0 .0[30], c.0 .0[31]];
+            by_tail.insert(tail, c.clone()).map(|other| (other, c))
+        })
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = WorkerCache::open(dir.path(), CacheOptions::default()).unwrap();
+    let (want_a, want_b) = (a.1.clone(), b.1.clone());
+    let both = rt.block_on(async move {
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let first = {
+            let (cache, (name, bytes)) = (cache.clone(), a.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_fill(&name, || async move {
+                        let _ = held_tx.send(());
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        Ok::<_, io::Error>(bytes)
+                    })
+                    .await
+            })
+        };
+        held_rx.await.unwrap();
+        let second = {
+            let (cache, (name, bytes)) = (cache.clone(), b.clone());
+            tokio::spawn(async move {
+                cache
+                    .get_or_fill(&name, || async move { Ok::<_, io::Error>(bytes) })
+                    .await
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(20), async {
+            (first.await.unwrap(), second.await.unwrap())
+        })
+        .await
+    });
+    let (first, second) = both.expect("the fills deadlocked");
+    assert_eq!(first.unwrap(), (want_a, Hit::Filled));
+    assert_eq!(second.unwrap(), (want_b, Hit::Filled));
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waiters_get_the_fillers_error_and_a_later_call_retries() {
     let dir = tempfile::tempdir().unwrap();

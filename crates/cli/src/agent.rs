@@ -13,7 +13,7 @@ use kindling_chunk::RunConfig;
 use kindling_repo::TraceKind;
 
 use crate::az::AzArgs;
-use crate::origin::{interruptible, runtime, KeyArgs, StoreArgs};
+use crate::origin::{agent_runtime, interruptible, KeyArgs, StoreArgs};
 use crate::size::human;
 
 /// Flags of the agent, shared by `mount` and `run`.
@@ -392,7 +392,7 @@ pub struct MountArgs {
 }
 
 pub fn mount(args: MountArgs) -> Result<()> {
-    let rt = runtime()?;
+    let rt = agent_runtime()?;
     let opened = rt.block_on(open(&args.agent, &args.name))?;
     let disk = opened.disk.clone();
     let mounted = kindling_agent::fuse::mount(disk.clone(), &args.mountpoint, rt.handle().clone())

@@ -312,7 +312,7 @@ fn run_lazily(args: &Args) -> Result<()> {
     };
     let root = crate::run::Root::for_agent(&mut agent, crate::run::Cow::Files);
     crate::run::prepare_to_run()?;
-    let rt = crate::origin::runtime()?;
+    let rt = crate::origin::agent_runtime()?;
     let start = Instant::now();
     let opened = rt.block_on(crate::agent::open(&agent, "kindling-demo:latest"))?;
     println!("lazy run of kindling-demo:latest (container output follows):");

@@ -106,6 +106,25 @@ pub fn runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
+/// Blocking threads of an agent's runtime: up to
+/// [`kindling_agent::PENDING_STORES`] page-cache stores, which may wait for
+/// the kernel, and eight more for the worker cache's file work (reads,
+/// fill locks, writes), which only ever waits for other processes. Left
+/// to tokio's default (512), a cold start of python-ds ran 80-150 threads
+/// on two cores.
+pub const AGENT_BLOCKING_THREADS: usize = kindling_agent::PENDING_STORES + 8;
+
+/// [`runtime`] for commands that run an agent (`mount`, `run`, the
+/// cold-start benchmark).
+pub fn agent_runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(AGENT_BLOCKING_THREADS)
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
 /// Runs `fut`, or stops with an error on Ctrl-C / SIGTERM so that
 /// destructors (temporary files, directories) still run.
 pub async fn interruptible<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {

@@ -18,7 +18,7 @@ use kindling_runtime::{
 };
 
 use crate::agent::{open, AgentArgs, Opened};
-use crate::origin::runtime;
+use crate::origin::agent_runtime;
 use crate::warming::{record_if_absent, watch_if_recording, Warming};
 
 /// Start a container from an image in the store, loading it on demand.
@@ -279,7 +279,7 @@ pub fn prepare_to_run() -> Result<()> {
 pub fn run(args: Args) -> Result<i32> {
     let start = Instant::now();
     prepare_to_run()?;
-    let rt = runtime()?;
+    let rt = agent_runtime()?;
     let mut agent = args.agent.clone();
     let root = Root::for_agent(&mut agent, args.cow);
     let opened = rt

@@ -32,7 +32,7 @@ use kindling_runtime::{process_from_image, Container, RunOptions};
 use kindling_store::Link;
 
 use crate::agent::{open_over, AgentArgs};
-use crate::origin::runtime;
+use crate::origin::agent_runtime;
 use crate::run::{prepare_to_run, run_opened, Cow, Root};
 use crate::size::parse_size;
 
@@ -150,7 +150,7 @@ fn stats(mut v: Vec<f64>) -> serde_json::Value {
 
 pub fn run(args: ColdstartArgs) -> Result<()> {
     prepare_to_run()?;
-    let rt = runtime()?;
+    let rt = agent_runtime()?;
     let repo = args.agent.store.repo()?;
     let key = args.agent.key.key()?;
     let image = Image::open(&args.source).with_context(|| format!("opening {}", args.source))?;
