@@ -130,6 +130,26 @@ pub struct Ran {
 
 /// Serves `opened` over FUSE in `work`, mounts it through a loop device and
 /// runs `command` (or the image's own) in a container; tears it all down.
+/// This machine's architecture as OCI names it.
+fn host_architecture() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        "powerpc64" => "ppc64le",
+        other => other,
+    }
+}
+
+/// The image's platform as OCI names it (`linux/arm64`), if this machine
+/// cannot run it. An image that names no OS or architecture (some older
+/// builders leave them out) is given the benefit of the doubt.
+fn foreign_platform(os: &str, architecture: &str) -> Option<String> {
+    let os_ok = os.is_empty() || os == "linux";
+    let arch_ok = architecture.is_empty() || architecture == host_architecture();
+    (!os_ok || !arch_ok).then(|| format!("{os}/{architecture}"))
+}
+
 pub fn run_opened(
     opened: &Opened,
     rt: &tokio::runtime::Runtime,
@@ -137,6 +157,15 @@ pub fn run_opened(
     command: &[String],
     stdout: Option<Box<dyn Write + Send>>,
 ) -> Result<Ran> {
+    // Refused before anything is set up: the container would otherwise die
+    // with "exec format error" (or worse, half start under emulation).
+    if let Some(platform) = foreign_platform(&opened.config.os, &opened.config.architecture) {
+        anyhow::bail!(
+            "the image is for {platform} and this machine runs linux/{}: its programs cannot \
+             run here (`kindling mount` still serves its disk, to a VM that can)",
+            host_architecture()
+        );
+    }
     let swept = Container::sweep_orphans(&RunOptions::default());
     if !swept.is_empty() {
         eprintln!(
@@ -321,4 +350,27 @@ pub fn run(args: Args) -> Result<i32> {
         }),
     )?;
     Ok(code)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_linux_images_of_this_architecture_run_here() {
+        let here = host_architecture();
+        assert_eq!(foreign_platform("linux", here), None);
+        // Left out by some builders: not held against the image.
+        assert_eq!(foreign_platform("", ""), None);
+        assert_eq!(foreign_platform("linux", ""), None);
+        assert_eq!(
+            foreign_platform("windows", here),
+            Some(format!("windows/{here}"))
+        );
+        let other = if here == "arm64" { "amd64" } else { "arm64" };
+        assert_eq!(
+            foreign_platform("linux", other),
+            Some(format!("linux/{other}"))
+        );
+    }
 }

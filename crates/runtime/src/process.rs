@@ -44,7 +44,13 @@ pub fn process_from_image(
         _ => cmd,
     };
     let args = entrypoint.iter().chain(tail).cloned().collect();
-    let mut env = env.to_vec();
+    // Entries that are not NAME=VALUE: runc refuses the whole container
+    // for one, Docker passes them over; so do we.
+    let mut env: Vec<String> = env
+        .iter()
+        .filter(|e| e.split_once('=').is_some_and(|(name, _)| !name.is_empty()))
+        .cloned()
+        .collect();
     if !env.iter().any(|e| e.starts_with("PATH=")) {
         env.push(DEFAULT_PATH.to_owned());
     }
@@ -78,6 +84,13 @@ mod tests {
 
     fn v(items: &[&str]) -> Vec<String> {
         items.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn env_entries_that_are_not_name_value_are_left_out() {
+        let env = v(&["FOO", "=bar", "A=b=c", "EMPTY=", "PATH=/bin"]);
+        let p = process_from_image(&v(&["/bin/app"]), &[], &env, "", "", None);
+        assert_eq!(p.env, v(&["A=b=c", "EMPTY=", "PATH=/bin"]));
     }
 
     #[test]
