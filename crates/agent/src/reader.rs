@@ -387,7 +387,10 @@ impl ImageReader {
                         next
                     };
                     match next {
-                        Some(i) => this.prefetch_one(i).await,
+                        Some(i) => match this.local_partner(i) {
+                            Some(j) => this.preload_pair(i, j).await,
+                            None => this.prefetch_one(i).await,
+                        },
                         None => return,
                     }
                 }
@@ -413,18 +416,22 @@ impl ImageReader {
     /// sink. The fetch does not wait for the sink: the disk is served a
     /// little after the agent opens, and a cold start should not lose
     /// that head start.
-    ///
-    /// The store runs on its own: it can wait a long time for pages a
-    /// kernel read holds locked (a read spanning into a chunk still on
-    /// its way), and must not hold up the fetches behind it meanwhile.
     async fn preload(self: &Arc<Self>, index: usize) -> Result<(), AgentError> {
-        let Some(ChunkEntry::Stored { key, name }) = self.manifest.chunks.get(index) else {
+        match self.claim(index) {
+            Some(key) => self.preload_claimed(index, key).await,
+            None => Ok(()),
+        }
+    }
+
+    /// [`ImageReader::preload`] of a chunk this preload has claimed.
+    async fn preload_claimed(
+        self: &Arc<Self>,
+        index: usize,
+        key: kindling_chunk::ChunkKey,
+    ) -> Result<(), AgentError> {
+        let Some(ChunkEntry::Stored { name, .. }) = self.manifest.chunks.get(index) else {
             return Ok(());
         };
-        let key = key.clone();
-        if !self.lock().preloaded.insert(index) {
-            return Ok(());
-        }
         // A chunk the worker cache holds costs only CPU (read, verify):
         // more of those at once than there are cores just crowds out the
         // container and the reads it is waiting on.
@@ -436,8 +443,93 @@ impl ImageReader {
             return Ok(());
         };
         drop(local);
+        self.hand_to_store(index, key, cipher).await;
+        Ok(())
+    }
+
+    /// When preloading chunk `index` from this machine's tiers, the next
+    /// chunk waiting if it is local too: the two are read and verified
+    /// together (see [`ChunkSource::fetch_local_pair`]).
+    fn local_partner(&self, index: usize) -> Option<usize> {
+        let local = |i: usize| match self.manifest.chunks.get(i) {
+            Some(ChunkEntry::Stored { name, .. }) => self.source.holds(name),
+            _ => false,
+        };
+        if !self.opts.preload || !local(index) {
+            return None;
+        }
+        let next = self.lock().waiting.pop_front()?;
+        if local(next) {
+            return Some(next);
+        }
+        self.lock().waiting.push_front(next);
+        None
+    }
+
+    /// [`ImageReader::preload`] of two local chunks, read and verified in
+    /// one go. A chunk the pair read does not deliver takes the single
+    /// path, which also reports its errors.
+    async fn preload_pair(self: &Arc<Self>, a: usize, b: usize) {
+        let name = |i: usize| match self.manifest.chunks.get(i) {
+            Some(ChunkEntry::Stored { name, .. }) => Some(*name),
+            _ => None,
+        };
+        let (Some(name_a), Some(name_b)) = (name(a), name(b)) else {
+            return;
+        };
+        let (key_a, key_b) = match (self.claim(a), self.claim(b)) {
+            (Some(ka), Some(kb)) => (ka, kb),
+            // Some preload took one on already (the hot ranges and the
+            // trace overlap): the other goes alone.
+            (Some(k), None) => {
+                let _ = self.preload_claimed(a, k).await;
+                return;
+            }
+            (None, Some(k)) => {
+                let _ = self.preload_claimed(b, k).await;
+                return;
+            }
+            (None, None) => return,
+        };
+        let slot = self.local_slots.acquire().await.ok();
+        let fetched = self.source.fetch_local_pair(&name_a, &name_b).await;
+        drop(slot);
+        for ((index, key), got) in [(a, key_a), (b, key_b)].into_iter().zip(fetched) {
+            match got {
+                Ok(f) if f.bytes.len() == self.manifest.chunk_len(index) => {
+                    self.count(f.tier, f.bytes.len());
+                    self.hand_to_store(index, key, f.bytes).await;
+                }
+                _ => {
+                    if let Ok(Some(cipher)) = self.chunk_as(index, Use::Preload).await {
+                        self.hand_to_store(index, key, cipher).await;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Marks chunk `index` as taken on by a preload; its key, unless it is
+    /// not stored or some preload has taken it on already.
+    fn claim(&self, index: usize) -> Option<kindling_chunk::ChunkKey> {
+        let Some(ChunkEntry::Stored { key, .. }) = self.manifest.chunks.get(index) else {
+            return None;
+        };
+        self.lock().preloaded.insert(index).then(|| key.clone())
+    }
+
+    /// Hands a verified chunk to the page sink, on a task of its own: a
+    /// store can wait a long time for pages a kernel read holds locked (a
+    /// read spanning into a chunk still on its way), and must not hold up
+    /// the fetches behind it meanwhile. Waits only for a store slot.
+    async fn hand_to_store(
+        self: &Arc<Self>,
+        index: usize,
+        key: kindling_chunk::ChunkKey,
+        cipher: Cipher,
+    ) {
         let Ok(slot) = self.store_slots.clone().acquire_owned().await else {
-            return Ok(());
+            return;
         };
         self.lock().preloading.insert(index, cipher.clone());
         let this = self.clone();
@@ -446,7 +538,6 @@ impl ImageReader {
             this.lock().preloading.remove(&index);
             drop(slot);
         });
-        Ok(())
     }
 
     async fn store(

@@ -50,6 +50,17 @@ pub trait ChunkSource: Send + Sync + std::fmt::Debug {
     fn holds(&self, _name: &ChunkName) -> bool {
         false
     }
+
+    /// [`ChunkSource::fetch`] of two chunks that [`ChunkSource::holds`]
+    /// says are here, for a preload (no reader waiting on either): a
+    /// source may do both at once. Default: one after the other.
+    async fn fetch_local_pair(
+        &self,
+        a: &ChunkName,
+        b: &ChunkName,
+    ) -> [Result<Fetched, SourceError>; 2] {
+        [self.fetch(a).await, self.fetch(b).await]
+    }
 }
 
 /// The origin store: the last tier.
@@ -130,6 +141,31 @@ impl ChunkSource for WorkerCached {
 
     fn holds(&self, name: &ChunkName) -> bool {
         self.cache.contains(name)
+    }
+
+    /// Both read from disk in one go and hashed together; whatever the
+    /// cache turns out not to have (or fails to read) takes the usual path.
+    async fn fetch_local_pair(
+        &self,
+        a: &ChunkName,
+        b: &ChunkName,
+    ) -> [Result<Fetched, SourceError>; 2] {
+        let found = self.cache.get_pair(a, b).await.unwrap_or_default();
+        let [fa, fb] = found.map(|f| {
+            f.map(|bytes| Fetched {
+                bytes,
+                tier: Tier::WorkerCache,
+            })
+        });
+        let a = match fa {
+            Some(f) => Ok(f),
+            None => self.fetch(a).await,
+        };
+        let b = match fb {
+            Some(f) => Ok(f),
+            None => self.fetch(b).await,
+        };
+        [a, b]
     }
 }
 

@@ -523,3 +523,114 @@ fn local_preloads_run_one_per_core() {
         }
     }
 }
+
+/// Preloads from a warm worker cache take its chunks two at a time (read
+/// and hashed together); a chunk file damaged on disk is dropped and
+/// fetched again from the origin, and the page cache still gets exactly
+/// the image, each chunk once.
+#[test]
+fn paired_preloads_from_the_worker_cache_store_the_image() {
+    use kindling_agent::{ChunkSource, WorkerCached};
+    let f = fixture();
+    let dir = tempfile::tempdir().unwrap();
+    let cache = kindling_cache::WorkerCache::open(
+        dir.path(),
+        kindling_cache::CacheOptions {
+            memory_bytes: 0,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let source = Arc::new(CountsPairs {
+        inner: WorkerCached::new(cache.clone(), Arc::new(Origin::new(local()))),
+        pairs: Default::default(),
+    });
+    let stored: Vec<usize> = (0..f.manifest.chunks.len())
+        .filter(|&i| {
+            matches!(
+                f.manifest.chunks[i],
+                kindling_chunk::ChunkEntry::Stored { .. }
+            )
+        })
+        .collect();
+    assert!(stored.len() >= 4, "the fixture has too few chunks");
+    for &i in &stored {
+        rt().block_on(source.fetch(&name_of(i))).unwrap();
+    }
+    let victim = cache.chunk_path(&name_of(stored[1]));
+    let mut bytes = std::fs::read(&victim).unwrap();
+    bytes[100] ^= 0x20;
+    std::fs::write(&victim, bytes).unwrap();
+
+    let r = Arc::new(ImageReader::new(
+        f.manifest.clone(),
+        source.clone(),
+        Arc::new(Stats::default()),
+        ReaderOptions {
+            preload: true,
+            ..ReaderOptions::default()
+        },
+    ));
+    let sink = Arc::new(Recorded::default());
+    r.attach_page_sink(sink.clone());
+    rt().block_on(async {
+        r.prefetch_chunks(stored.clone(), 4);
+        let t = std::time::Instant::now();
+        while sink.0.lock().unwrap().len() < stored.len() {
+            assert!(t.elapsed() < Duration::from_secs(10), "preload stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+    let got = sink.0.lock().unwrap();
+    assert_eq!(got.len(), stored.len());
+    let mut offsets = std::collections::HashSet::new();
+    for (offset, data) in got.iter() {
+        let at = *offset as usize;
+        assert_eq!(
+            &data[..],
+            &f.reference[at..at + data.len()],
+            "chunk at {offset}"
+        );
+        assert!(offsets.insert(*offset), "chunk at {offset} stored twice");
+    }
+    let s = r.stats().snapshot();
+    assert_eq!(s.chunks_worker_cache, stored.len() as u64 - 1);
+    assert_eq!(s.chunks_origin, 1);
+    let c = cache.stats();
+    assert_eq!(c.corrupt_dropped, 1);
+    assert_eq!(c.disk_hits, stored.len() as u64 - 1);
+    assert!(
+        source.pairs.load(std::sync::atomic::Ordering::SeqCst) > 0,
+        "no pair was read"
+    );
+}
+
+/// A worker cache that counts the pairs asked of it.
+#[derive(Debug)]
+struct CountsPairs {
+    inner: kindling_agent::WorkerCached,
+    pairs: std::sync::atomic::AtomicUsize,
+}
+
+#[async_trait::async_trait]
+impl kindling_agent::ChunkSource for CountsPairs {
+    async fn fetch(
+        &self,
+        name: &kindling_chunk::ChunkName,
+    ) -> Result<kindling_agent::Fetched, kindling_agent::SourceError> {
+        self.inner.fetch(name).await
+    }
+
+    fn holds(&self, name: &kindling_chunk::ChunkName) -> bool {
+        self.inner.holds(name)
+    }
+
+    async fn fetch_local_pair(
+        &self,
+        a: &kindling_chunk::ChunkName,
+        b: &kindling_chunk::ChunkName,
+    ) -> [Result<kindling_agent::Fetched, kindling_agent::SourceError>; 2] {
+        self.pairs.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        self.inner.fetch_local_pair(a, b).await
+    }
+}

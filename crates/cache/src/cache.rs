@@ -166,6 +166,34 @@ impl WorkerCache {
         Ok(found)
     }
 
+    /// [`WorkerCache::get`] of two chunks. Two that both come from disk
+    /// are read in one trip to the blocking pool and hashed together, at
+    /// about the cost of one: for callers that have two chunks to load
+    /// and no reader waiting on either (a preload).
+    pub async fn get_pair(
+        &self,
+        a: &ChunkName,
+        b: &ChunkName,
+    ) -> Result<[Option<Bytes>; 2], CacheError> {
+        match (self.memory_get(a), self.memory_get(b)) {
+            (Some(x), Some(y)) => return Ok([Some(x), Some(y)]),
+            (Some(x), None) => return Ok([Some(x), self.get(b).await?]),
+            (None, Some(y)) => return Ok([self.get(a).await?, Some(y)]),
+            (None, None) => {}
+        }
+        let (a, b) = (*a, *b);
+        let read = self.blocking(move |disk| disk.read_pair(&a, &b)).await?;
+        let mut out = [None, None];
+        for (slot, (name, outcome)) in out.iter_mut().zip([a, b].into_iter().zip(read)) {
+            if let ReadOutcome::Hit(bytes) = outcome {
+                self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
+                self.memory().insert(name, bytes.clone());
+                *slot = Some(bytes);
+            }
+        }
+        Ok(out)
+    }
+
     /// Counters of this handle (and its clones) since it was opened, plus
     /// the current sizes of the tiers.
     pub fn stats(&self) -> CacheStats {

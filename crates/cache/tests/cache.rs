@@ -325,6 +325,50 @@ async fn corruption_on_disk_is_detected_dropped_and_refilled() {
     assert_eq!(cache.stats().evictions, 0);
 }
 
+/// A pair read gives what two single reads give: each chunk from memory,
+/// else from disk (verified, a bad file dropped), else nothing; no fills.
+#[tokio::test]
+async fn a_pair_read_equals_two_single_reads() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = WorkerCache::open(dir.path(), opts(1 << 30, 0)).unwrap();
+    let chunks: Vec<_> = (0..5).map(|i| chunk(i, 64 << 10)).collect();
+    for (name, bytes) in &chunks[..4] {
+        assert_eq!(fill(&cache, name, bytes).await, Hit::Filled);
+    }
+    let (a, b, c, d, missing) = (&chunks[0], &chunks[1], &chunks[2], &chunks[3], &chunks[4]);
+    // Both on disk.
+    assert_eq!(
+        cache.get_pair(&a.0, &b.0).await.unwrap(),
+        [Some(a.1.clone()), Some(b.1.clone())]
+    );
+    // One missing: the other still comes.
+    assert_eq!(
+        cache.get_pair(&missing.0, &c.0).await.unwrap(),
+        [None, Some(c.1.clone())]
+    );
+    // One damaged on disk: dropped, counted, the other unharmed.
+    let path = cache.chunk_path(&d.0);
+    let mut altered = fs::read(&path).unwrap();
+    altered[7] ^= 1;
+    fs::write(&path, &altered).unwrap();
+    assert_eq!(
+        cache.get_pair(&a.0, &d.0).await.unwrap(),
+        [Some(a.1.clone()), None]
+    );
+    assert!(!path.exists());
+    let stats = cache.stats();
+    assert_eq!(stats.corrupt_dropped, 1);
+    assert_eq!(stats.disk_hits, 4);
+    assert_eq!(stats.fills, 4);
+    // Unequal lengths are checked one by one.
+    let short = chunk(9, 1000);
+    assert_eq!(fill(&cache, &short.0, &short.1).await, Hit::Filled);
+    assert_eq!(
+        cache.get_pair(&short.0, &b.0).await.unwrap(),
+        [Some(short.1.clone()), Some(b.1.clone())]
+    );
+}
+
 #[tokio::test]
 async fn a_scan_does_not_evict_chunks_read_twice() {
     let dir = tempfile::tempdir().unwrap();
