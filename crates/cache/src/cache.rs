@@ -47,10 +47,11 @@ struct Inner {
     memory: Mutex<MemoryTier>,
     flights: Mutex<HashMap<ChunkName, Arc<Flight>>>,
     /// The fill-lock stripes within this process. Two of its fills that
-    /// share a stripe wait for each other here, as tasks: waiting in
-    /// `flock` would hold a blocking thread that the other fill may need
-    /// to finish (a runtime with few blocking threads would deadlock).
-    /// The file lock then only ever waits for other processes.
+    /// share a stripe wait for each other here, as tasks: waiting on the
+    /// file lock would hold a blocking thread that the other fill may need
+    /// to finish (a runtime with few blocking threads would deadlock), and
+    /// the file lock, owned by the tier's open file, does not exclude this
+    /// process's own fills anyway. It only ever waits for other processes.
     stripes: Box<[Arc<tokio::sync::Mutex<()>>]>,
     memory_hits: AtomicU64,
     disk_hits: AtomicU64,

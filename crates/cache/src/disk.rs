@@ -8,7 +8,9 @@
 //!                             all chunk files (u64 little endian); also the
 //!                             cache-wide lock (flock) for every change to
 //!                             the set of chunk files
-//! DIR/v1/locks/0000 .. 03ff   1024 fill locks (flock), striped by name
+//! DIR/v1/locks/fill           the fill locks: byte i is stripe i's (of
+//!                             1024, striped by name), held with an
+//!                             open-file-description record lock
 //! DIR/v1/tmp/.tmp.PID.N       chunks being written
 //! DIR/v1/chunks/ab/abcd...    one file per chunk: its ciphertext, named by
 //!                             its 64-digit hex name, under its first 2 digits
@@ -58,11 +60,14 @@
 //! # Fills across processes
 //!
 //! A process that misses on disk takes the fill lock of the chunk's stripe
-//! (flock, so a process that dies releases it), checks the disk again, and
-//! only then fills. Chunks are written to `tmp/` (around the page cache
-//! where the file system allows it, see `direct.rs`) and renamed into
-//! place, so no reader ever sees part of one. Striping bounds the number of lock
-//! files; two chunks on one stripe just fill one after the other.
+//! (a record lock on one byte of `locks/fill`, owned by the open file, so
+//! a process that dies releases it), checks the disk again, and only then
+//! fills. Chunks are written to `tmp/` (around the page cache where the
+//! file system allows it, see `direct.rs`) and renamed into place, so no
+//! reader ever sees part of one. Two chunks on one stripe just fill one
+//! after the other. (Builds before this one locked a file per stripe,
+//! `locks/0000` .. `locks/03ff`: sharing a directory with one, fills are
+//! not single-flighted across the two builds; everything else holds.)
 //!
 //! Lock order: a fill lock, then the usage lock; nothing takes a fill lock
 //! while holding the usage lock.
@@ -78,6 +83,7 @@ use std::os::fd::AsRawFd;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -124,7 +130,10 @@ pub(crate) struct DiskTier {
     root: PathBuf,
     chunks: PathBuf,
     tmp: PathBuf,
-    locks: PathBuf,
+    /// `locks/fill`, open once per tier: its record locks belong to this
+    /// open file description, so they exclude other processes (and other
+    /// tiers opened on the directory), never this tier's own callers.
+    fill_locks: Arc<File>,
     bound: u64,
     k: usize,
     /// `DIR/v1/usage`. The mutex excludes this process's threads (they
@@ -174,11 +183,43 @@ pub(crate) fn stripe(name: &ChunkName) -> usize {
     usize::from(u16::from_le_bytes([name.0[30], name.0[31]])) % STRIPES
 }
 
-/// A held fill lock; released when dropped (closing the only descriptor of
-/// the open file releases its flock).
+/// A held fill lock; released when dropped.
 #[derive(Debug)]
 pub(crate) struct FillLock {
-    _file: File,
+    file: Arc<File>,
+    stripe: usize,
+}
+
+impl Drop for FillLock {
+    fn drop(&mut self) {
+        // Cannot fail for a lock this description holds; and were it to,
+        // closing the file (at exit at the latest) releases it.
+        let _ = record_lock(&self.file, self.stripe, libc::F_UNLCK as libc::c_short);
+    }
+}
+
+/// Sets byte `at` of `file` to `kind` (write-locked or unlocked) with an
+/// open-file-description record lock, waiting while another description
+/// holds it.
+fn record_lock(file: &File, at: usize, kind: libc::c_short) -> io::Result<()> {
+    // SAFETY: an all-zero `flock` is a valid value of a plain C struct.
+    let mut lock: libc::flock = unsafe { std::mem::zeroed() };
+    lock.l_type = kind;
+    lock.l_whence = libc::SEEK_SET as libc::c_short;
+    lock.l_start = at as libc::off_t;
+    lock.l_len = 1;
+    loop {
+        // SAFETY: fcntl reads `lock`, which lives across the call, and the
+        // descriptor, which `file` keeps open.
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &lock) };
+        if rc == 0 {
+            return Ok(());
+        }
+        let e = io::Error::last_os_error();
+        if e.kind() != io::ErrorKind::Interrupted {
+            return Err(e);
+        }
+    }
 }
 
 /// The usage lock and counter, held.
@@ -241,6 +282,15 @@ impl DiskTier {
                 .map_err(|e| CacheError::io("create the cache directory", d, e))?;
         }
         check_version(&root, &tmp)?;
+        let fill_path = locks.join("fill");
+        let fill_locks = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(FILE_MODE)
+            .open(&fill_path)
+            .map_err(|e| CacheError::io("open the fill locks", &fill_path, e))?;
         let usage_path = root.join("usage");
         let usage = OpenOptions::new()
             .read(true)
@@ -254,7 +304,7 @@ impl DiskTier {
             root,
             chunks,
             tmp,
-            locks,
+            fill_locks: Arc::new(fill_locks),
             bound,
             k: k.max(1),
             usage: Mutex::new(usage),
@@ -289,10 +339,6 @@ impl DiskTier {
     pub(crate) fn chunk_path(&self, name: &ChunkName) -> PathBuf {
         let hex = name.to_hex();
         self.chunks.join(&hex[..2]).join(hex)
-    }
-
-    fn stripe_path(&self, name: &ChunkName) -> PathBuf {
-        self.locks.join(format!("{:04x}", stripe(name)))
     }
 
     pub(crate) fn last_usage(&self) -> u64 {
@@ -438,20 +484,28 @@ impl DiskTier {
     }
 
     /// Takes the fill lock of `name`'s stripe, waiting for it if another
-    /// process or task holds it.
+    /// process holds it. A record lock, not a lock file per stripe: a
+    /// fresh cache would otherwise create hundreds of files on a start's
+    /// path, and after deletions ext4 makes every file creation scan past
+    /// the recently freed inodes (`recently_deleted`: 700 ms of CPU in one
+    /// cold start of python-ds here, lock and chunk files together).
+    ///
+    /// Within one tier the same stripe must not be taken twice at once:
+    /// the lock belongs to the tier's open file, so a second taker would
+    /// not wait (`WorkerCache` serializes its own fills per stripe).
     pub(crate) fn lock_fill(&self, name: &ChunkName) -> Result<FillLock, CacheError> {
-        let path = self.stripe_path(name);
-        let err = |e| CacheError::io(format!("take the fill lock of chunk {name}"), &path, e);
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&path)
-            .map_err(err)?;
-        flock(&file, libc::LOCK_EX).map_err(err)?;
-        Ok(FillLock { _file: file })
+        let stripe = stripe(name);
+        record_lock(&self.fill_locks, stripe, libc::F_WRLCK as libc::c_short).map_err(|e| {
+            CacheError::io(
+                format!("take the fill lock of chunk {name}"),
+                self.root.join("locks/fill"),
+                e,
+            )
+        })?;
+        Ok(FillLock {
+            file: Arc::clone(&self.fill_locks),
+            stripe,
+        })
     }
 
     /// Stores a verified chunk: writes a temporary file, renames it into
@@ -944,6 +998,39 @@ mod tests {
         assert!(matches!(a.read(&hot), ReadOutcome::Hit(_)));
         assert!(matches!(a.read(&early), ReadOutcome::Miss));
         assert!(a.evictions() + b.evictions() >= 90);
+    }
+
+    /// A fill lock held through one tier makes another tier on the same
+    /// directory (another process, in real life) wait for that stripe,
+    /// and only that stripe.
+    #[test]
+    fn fill_locks_exclude_other_tiers_per_stripe() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = DiskTier::open(dir.path(), 1 << 20, 2).unwrap();
+        let b = Arc::new(DiskTier::open(dir.path(), 1 << 20, 2).unwrap());
+        let names: Vec<ChunkName> = (0..64).map(|i| chunk(i, 10).0).collect();
+        let x = names[0];
+        let other = *names.iter().find(|n| stripe(n) != stripe(&x)).unwrap();
+        let held = a.lock_fill(&x).unwrap();
+        drop(b.lock_fill(&other).unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let waiter = {
+            let b = Arc::clone(&b);
+            std::thread::spawn(move || {
+                let lock = b.lock_fill(&x).unwrap();
+                tx.send(()).unwrap();
+                drop(lock);
+            })
+        };
+        assert!(
+            rx.recv_timeout(std::time::Duration::from_millis(300))
+                .is_err(),
+            "the second tier took a held stripe"
+        );
+        drop(held);
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("the stripe was never released");
+        waiter.join().unwrap();
     }
 
     #[test]

@@ -134,7 +134,7 @@ async fn single_flight_within_a_process() {
 
 /// Two fills of different chunks that share a fill-lock stripe, on a
 /// runtime with one blocking thread: the second must wait for the first as
-/// a task. Waiting in `flock` would hold the only blocking thread, which
+/// a task. Waiting on the file lock would hold the only blocking thread, which
 /// the first fill needs to write its chunk: a deadlock, caught here by the
 /// timeout.
 #[test]
