@@ -61,6 +61,9 @@ pub trait PageSink: Send + Sync + std::fmt::Debug {
 /// A stored chunk's verified ciphertext.
 type Cipher = bytes::Bytes;
 
+/// A chunk a preload has taken on: its key and name.
+type Claimed = (kindling_chunk::ChunkKey, kindling_chunk::ChunkName);
+
 /// Who wants a chunk: a read keeps it (in the small cache, in the trace);
 /// a preload hands it to the page cache and must not push out what reads
 /// keep.
@@ -418,7 +421,7 @@ impl ImageReader {
     /// that head start.
     async fn preload(self: &Arc<Self>, index: usize) -> Result<(), AgentError> {
         match self.claim(index) {
-            Some(key) => self.preload_claimed(index, key).await,
+            Some(claimed) => self.preload_claimed(index, claimed).await,
             None => Ok(()),
         }
     }
@@ -427,15 +430,12 @@ impl ImageReader {
     async fn preload_claimed(
         self: &Arc<Self>,
         index: usize,
-        key: kindling_chunk::ChunkKey,
+        (key, name): Claimed,
     ) -> Result<(), AgentError> {
-        let Some(ChunkEntry::Stored { name, .. }) = self.manifest.chunks.get(index) else {
-            return Ok(());
-        };
         // A chunk the worker cache holds costs only CPU (read, verify):
         // more of those at once than there are cores just crowds out the
         // container and the reads it is waiting on.
-        let local = match self.source.holds(name) {
+        let local = match self.source.holds(&name) {
             true => self.local_slots.acquire().await.ok(),
             false => None,
         };
@@ -470,23 +470,16 @@ impl ImageReader {
     /// one go. A chunk the pair read does not deliver takes the single
     /// path, which also reports its errors.
     async fn preload_pair(self: &Arc<Self>, a: usize, b: usize) {
-        let name = |i: usize| match self.manifest.chunks.get(i) {
-            Some(ChunkEntry::Stored { name, .. }) => Some(*name),
-            _ => None,
-        };
-        let (Some(name_a), Some(name_b)) = (name(a), name(b)) else {
-            return;
-        };
-        let (key_a, key_b) = match (self.claim(a), self.claim(b)) {
-            (Some(ka), Some(kb)) => (ka, kb),
+        let ((key_a, name_a), (key_b, name_b)) = match (self.claim(a), self.claim(b)) {
+            (Some(ca), Some(cb)) => (ca, cb),
             // Some preload took one on already (the hot ranges and the
             // trace overlap): the other goes alone.
-            (Some(k), None) => {
-                let _ = self.preload_claimed(a, k).await;
+            (Some(claimed), None) => {
+                let _ = self.preload_claimed(a, claimed).await;
                 return;
             }
-            (None, Some(k)) => {
-                let _ = self.preload_claimed(b, k).await;
+            (None, Some(claimed)) => {
+                let _ = self.preload_claimed(b, claimed).await;
                 return;
             }
             (None, None) => return,
@@ -509,13 +502,16 @@ impl ImageReader {
         }
     }
 
-    /// Marks chunk `index` as taken on by a preload; its key, unless it is
-    /// not stored or some preload has taken it on already.
-    fn claim(&self, index: usize) -> Option<kindling_chunk::ChunkKey> {
-        let Some(ChunkEntry::Stored { key, .. }) = self.manifest.chunks.get(index) else {
+    /// Marks chunk `index` as taken on by a preload; its key and name,
+    /// unless it is not stored or some preload has taken it on already.
+    fn claim(&self, index: usize) -> Option<Claimed> {
+        let Some(ChunkEntry::Stored { key, name }) = self.manifest.chunks.get(index) else {
             return None;
         };
-        self.lock().preloaded.insert(index).then(|| key.clone())
+        self.lock()
+            .preloaded
+            .insert(index)
+            .then(|| (key.clone(), *name))
     }
 
     /// Hands a verified chunk to the page sink, on a task of its own: a

@@ -273,6 +273,33 @@ impl PageSink for Recorded {
     }
 }
 
+impl Recorded {
+    /// Waits until `n` stores came in; fails the test after 10 s.
+    async fn wait_for(&self, n: usize) {
+        let t = std::time::Instant::now();
+        while self.0.lock().unwrap().len() < n {
+            assert!(t.elapsed() < Duration::from_secs(10), "preload stalled");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+}
+
+/// Every store holds the image's bytes at its offset, and no offset was
+/// stored twice.
+fn assert_image_stored_once(got: &[(u64, Vec<u8>)]) {
+    let reference = &fixture().reference;
+    let mut offsets = std::collections::HashSet::new();
+    for (offset, data) in got {
+        let at = *offset as usize;
+        assert_eq!(
+            &data[..],
+            &reference[at..at + data.len()],
+            "chunk at {offset}"
+        );
+        assert!(offsets.insert(*offset), "chunk at {offset} stored twice");
+    }
+}
+
 /// A preload waits for its sink, then stores each stored chunk it was
 /// given whole and decrypted at its offset - the image's bytes exactly -
 /// and skips zero chunks; it neither enters the trace nor counts as read.
@@ -301,24 +328,11 @@ fn preload_stores_decrypted_chunks_once_a_sink_is_attached() {
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(sink.0.lock().unwrap().is_empty());
         r.attach_page_sink(sink.clone());
-        let t = std::time::Instant::now();
-        while sink.0.lock().unwrap().len() < stored_chunks {
-            assert!(t.elapsed() < Duration::from_secs(10), "preload stalled");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        sink.wait_for(stored_chunks).await;
     });
     let got = sink.0.lock().unwrap();
     assert_eq!(got.len(), stored_chunks);
-    let mut offsets = std::collections::HashSet::new();
-    for (offset, data) in got.iter() {
-        let at = *offset as usize;
-        assert_eq!(
-            &data[..],
-            &f.reference[at..at + data.len()],
-            "chunk at {offset}"
-        );
-        assert!(offsets.insert(*offset), "chunk at {offset} stored twice");
-    }
+    assert_image_stored_once(&got);
     let s = r.stats().snapshot();
     assert_eq!(
         s.bytes_preloaded,
@@ -575,24 +589,11 @@ fn paired_preloads_from_the_worker_cache_store_the_image() {
     r.attach_page_sink(sink.clone());
     rt().block_on(async {
         r.prefetch_chunks(stored.clone(), 4);
-        let t = std::time::Instant::now();
-        while sink.0.lock().unwrap().len() < stored.len() {
-            assert!(t.elapsed() < Duration::from_secs(10), "preload stalled");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        sink.wait_for(stored.len()).await;
     });
     let got = sink.0.lock().unwrap();
     assert_eq!(got.len(), stored.len());
-    let mut offsets = std::collections::HashSet::new();
-    for (offset, data) in got.iter() {
-        let at = *offset as usize;
-        assert_eq!(
-            &data[..],
-            &f.reference[at..at + data.len()],
-            "chunk at {offset}"
-        );
-        assert!(offsets.insert(*offset), "chunk at {offset} stored twice");
-    }
+    assert_image_stored_once(&got);
     let s = r.stats().snapshot();
     assert_eq!(s.chunks_worker_cache, stored.len() as u64 - 1);
     assert_eq!(s.chunks_origin, 1);

@@ -17,7 +17,7 @@ use bytes::Bytes;
 use kindling_chunk::ChunkName;
 use tokio::sync::OnceCell;
 
-use crate::disk::{stripe, DiskTier, FillLock, ReadOutcome, MAX_CHUNK_BYTES, STRIPES};
+use crate::disk::{stripe, DiskTier, FillLock, MAX_CHUNK_BYTES, STRIPES};
 use crate::error::CacheError;
 use crate::memory::MemoryTier;
 use crate::{CacheOptions, CacheStats, Hit};
@@ -186,7 +186,7 @@ impl WorkerCache {
         let read = self.blocking(move |disk| disk.read_pair(&a, &b)).await?;
         let mut out = [None, None];
         for (slot, (name, outcome)) in out.iter_mut().zip([a, b].into_iter().zip(read)) {
-            if let ReadOutcome::Hit(bytes) = outcome {
+            if let Some(bytes) = outcome.hit() {
                 self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
                 self.memory().insert(name, bytes.clone());
                 *slot = Some(bytes);
@@ -279,10 +279,7 @@ impl WorkerCache {
         let (lock, filled) = self
             .blocking(move |disk| {
                 let lock = disk.lock_fill(&name)?;
-                let filled = match disk.read(&name) {
-                    ReadOutcome::Hit(bytes) => Some(bytes),
-                    ReadOutcome::Miss | ReadOutcome::Dropped => None,
-                };
+                let filled = disk.read(&name).hit();
                 Ok::<_, CacheError>((
                     Held {
                         lock,
@@ -343,10 +340,7 @@ impl WorkerCache {
     }
 
     async fn disk_read(&self, name: ChunkName) -> Result<Option<Bytes>, CacheError> {
-        Ok(match self.blocking(move |disk| disk.read(&name)).await? {
-            ReadOutcome::Hit(bytes) => Some(bytes),
-            ReadOutcome::Miss | ReadOutcome::Dropped => None,
-        })
+        Ok(self.blocking(move |disk| disk.read(&name)).await?.hit())
     }
 
     /// Runs file work on tokio's blocking pool.

@@ -164,6 +164,16 @@ pub(crate) enum ReadOutcome {
     Dropped,
 }
 
+impl ReadOutcome {
+    /// The chunk, if the read found a good one.
+    pub(crate) fn hit(self) -> Option<Bytes> {
+        match self {
+            ReadOutcome::Hit(bytes) => Some(bytes),
+            ReadOutcome::Miss | ReadOutcome::Dropped => None,
+        }
+    }
+}
+
 /// A chunk file opened and read, before its bytes are checked.
 struct Found {
     file: File,
@@ -283,22 +293,10 @@ impl DiskTier {
         }
         check_version(&root, &tmp)?;
         let fill_path = locks.join("fill");
-        let fill_locks = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&fill_path)
+        let fill_locks = open_shared(&fill_path)
             .map_err(|e| CacheError::io("open the fill locks", &fill_path, e))?;
         let usage_path = root.join("usage");
-        let usage = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .mode(FILE_MODE)
-            .open(&usage_path)
+        let usage = open_shared(&usage_path)
             .map_err(|e| CacheError::io("open the usage counter", &usage_path, e))?;
         let tier = DiskTier {
             root,
@@ -842,6 +840,18 @@ fn remove_if_stale(path: &Path, meta: &fs::Metadata, now: SystemTime) {
     if meta.is_file() && age >= STALE_TEMP {
         let _ = fs::remove_file(path);
     }
+}
+
+/// Opens (creating if needed) a file every process sharing the
+/// directory reads and writes in place: the usage counter, the fill locks.
+fn open_shared(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(FILE_MODE)
+        .open(path)
 }
 
 /// Errors that mean "no file there".

@@ -99,11 +99,13 @@ impl KeyArgs {
 /// A runtime for one command. Two workers: the machines this runs on are
 /// small, and the heavy work happens on blocking threads anyway.
 pub fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
+    builder().build().context("starting the async runtime")
+}
+
+fn builder() -> tokio::runtime::Builder {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.worker_threads(2).enable_all();
+    b
 }
 
 /// Blocking threads of an agent's runtime: up to
@@ -117,10 +119,8 @@ pub const AGENT_BLOCKING_THREADS: usize = kindling_agent::PENDING_STORES + 8;
 /// [`runtime`] for commands that run an agent (`mount`, `run`, the
 /// cold-start benchmark).
 pub fn agent_runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    builder()
         .max_blocking_threads(AGENT_BLOCKING_THREADS)
-        .enable_all()
         .build()
         .context("starting the async runtime")
 }
