@@ -1,7 +1,7 @@
 #!/bin/bash
 # bench-coldstart.sh -- `kindling bench coldstart` over the corpus images.
 #
-# usage: scripts/bench-coldstart.sh [-n RUNS] [--latency 36ms] [--bandwidth BITS] [--cow files|blocks] [IMAGE...]
+# usage: scripts/bench-coldstart.sh [-n RUNS] [--latency 36ms] [--bandwidth BITS] [--cow files|blocks] [--work-dir DIR] [IMAGE...]
 #
 # For each image (default: all), pushes it to a fresh local store and runs
 # `kindling bench coldstart` with the image's startup command from
@@ -14,6 +14,8 @@
 # (default 36 ms per request, 1 Gbit/s shared). Prints the JSON line of
 # each image, then a table of medians and ratios. --cow: where the lazy
 # variants' containers write (as for `kindling run`; default files).
+# --work-dir: the file system for the store, (a)'s trees, the worker
+# caches and the runs' scratch (default /var/tmp).
 # Needs root (FUSE, loop devices, runc). Environment: KINDLING_CORPUS
 # (default /var/cache/kindling-corpus), KINDLING (binary, default
 # target/release/kindling).
@@ -22,7 +24,7 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 CORPUS=${KINDLING_CORPUS:-/var/cache/kindling-corpus}
 KINDLING=${KINDLING:-$ROOT/target/release/kindling}
-RUNS=5 LAT=36ms BW=1000000000 COW=files
+RUNS=5 LAT=36ms BW=1000000000 COW=files WORK=/var/tmp
 IMAGES=()
 while [ $# -gt 0 ]; do
 	case "$1" in
@@ -30,6 +32,7 @@ while [ $# -gt 0 ]; do
 		--latency) LAT=$2; shift ;;
 		--bandwidth) BW=$2; shift ;;
 		--cow) COW=$2; shift ;;
+		--work-dir) WORK=$2; shift ;;
 		-h|--help) sed -n '2,/^set -e/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
 		-*) echo "unknown option $1" >&2; exit 2 ;;
 		*) IMAGES+=("$1") ;;
@@ -43,16 +46,16 @@ PY=python3
 if [ ${#IMAGES[@]} -eq 0 ]; then
 	mapfile -t IMAGES < <($PY -c 'import json,sys; [print(i["name"]) for i in json.load(open(sys.argv[1]))["images"]]' "$CORPUS/corpus.json")
 fi
-TMP=$(mktemp -d /var/tmp/kindling-coldstart.XXXXXX)
+TMP=$(mktemp -d "$WORK/kindling-coldstart.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT INT TERM
-export XDG_DATA_HOME=$TMP/data XDG_CACHE_HOME=$TMP/cache KINDLING_STORE=$TMP/store
+export XDG_DATA_HOME=$TMP/data XDG_CACHE_HOME=$TMP/cache KINDLING_STORE=$TMP/store TMPDIR=$TMP
 unset KINDLING_KEY_FILE KINDLING_CACHE_DIR
 
-echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nproc) cpus  load $(cut -d' ' -f1-3 /proc/loadavg)  latency $LAT  bandwidth $BW bit/s  cow $COW  $RUNS runs"
+echo "# $(date -u +%Y-%m-%dT%H:%M:%SZ)  $(nproc) cpus  load $(cut -d' ' -f1-3 /proc/loadavg)  latency $LAT  bandwidth $BW bit/s  cow $COW  $RUNS runs  work $WORK ($(findmnt -no FSTYPE,OPTIONS -T "$WORK" | cut -c1-60))"
 for name in "${IMAGES[@]}"; do
 	mapfile -t cmd < <($PY -c 'import json,sys; [print(a) for i in json.load(open(sys.argv[1]))["images"] if i["name"] == sys.argv[2] for a in i["startup"]]' "$CORPUS/corpus.json" "$name")
 	"$KINDLING" bench coldstart --source "$CORPUS/images/$name" --name "$name" --runs "$RUNS" \
-		--latency "$LAT" --bandwidth "$BW" --cow "$COW" -- "${cmd[@]}" | tee -a "$TMP/results.jsonl"
+		--latency "$LAT" --bandwidth "$BW" --cow "$COW" --work-dir "$TMP" -- "${cmd[@]}" | tee -a "$TMP/results.jsonl"
 done
 echo
 $PY - "$TMP/results.jsonl" <<'PYEOF'

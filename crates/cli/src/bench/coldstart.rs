@@ -64,6 +64,10 @@ pub struct ColdstartArgs {
     /// Origin bandwidth, bits per second (0: unlimited).
     #[arg(long, default_value = "1000000000", value_parser = parse_size)]
     bandwidth: u64,
+    /// Where (a)'s trees and the worker caches go: a fresh directory
+    /// inside, removed at the end. Every variant reads and writes there.
+    #[arg(long, default_value = "/var/tmp")]
+    work_dir: PathBuf,
     /// The command to run (default: the image's entrypoint and cmd).
     #[arg(last = true)]
     command: Vec<String>,
@@ -168,7 +172,8 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
     let link = Link::new(args.latency, args.bandwidth as f64 / 8.0);
     let work = tempfile::Builder::new()
         .prefix("kindling-bench-")
-        .tempdir_in("/var/tmp")?;
+        .tempdir_in(&args.work_dir)
+        .with_context(|| format!("creating a directory in {}", args.work_dir.display()))?;
     let mut agent = args.agent.clone();
     agent.no_cache = false;
     let root = Root::for_agent(&mut agent, args.cow);
