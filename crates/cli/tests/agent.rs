@@ -778,3 +778,58 @@ fn concurrent_runs_share_the_worker_cache() {
     }
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// `kindling bench coldstart` end to end, one round on the smallest image:
+/// every variant (a)-(e) runs the command and succeeds, the lazy ones
+/// fetch something, and the benchmark leaves nothing behind in its work
+/// directory or the system.
+#[test]
+fn bench_coldstart_runs_every_variant() {
+    if !can_mount("bench_coldstart_runs_every_variant") {
+        return;
+    }
+    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(corpus) = corpus_dir("bench_coldstart_runs_every_variant") else {
+        return;
+    };
+    let dir = scratch("agent", "bench-coldstart");
+    let (store, work) = (dir.join("store"), dir.join("work"));
+    fs::create_dir_all(&work).unwrap();
+    let out = run_ok(
+        kindling_in(&dir)
+            .args(["bench", "coldstart", "--source"])
+            .arg(corpus.join("images/debian-slim"))
+            .args(["--name", "deb", "--runs", "1", "--latency", "1ms"])
+            .args(["--bandwidth", "0", "--store"])
+            .arg(&store)
+            .arg("--work-dir")
+            .arg(&work)
+            .args(["--", "/bin/sh", "-c", "cat /etc/os-release >/dev/null"]),
+    );
+    let v: serde_json::Value = serde_json::from_str(out.lines().last().unwrap()).unwrap();
+    for k in [
+        "a_pull_unpack",
+        "b_lazy_cold",
+        "b0_lazy_cold_no_trace",
+        "c_lazy_warm",
+        "d_local_rootfs",
+        "e_lazy_az_warm",
+    ] {
+        let runs = v[k]["runs"].as_array().unwrap();
+        assert_eq!(runs.len(), 1, "{k}: {v}");
+        assert!(runs[0].as_f64().unwrap() > 0.0, "{k}: {v}");
+    }
+    assert_eq!(v["a_exit_codes"], serde_json::json!([0]), "{v}");
+    assert_eq!(v["e_chunks_from_origin"].as_array().unwrap().len(), 1);
+    let image = v["image_bytes"].as_u64().unwrap();
+    for k in ["bytes_fetched_b", "bytes_fetched_b0"] {
+        let fetched = v[k].as_u64().unwrap();
+        assert!(fetched > 0 && fetched < image, "{k}: {v}");
+    }
+    assert_eq!(
+        fs::read_dir(&work).unwrap().count(),
+        0,
+        "work dir not emptied"
+    );
+    assert_no_leaks();
+}
