@@ -64,6 +64,13 @@ type Cipher = bytes::Bytes;
 /// A chunk a preload has taken on: its key and name.
 type Claimed = (kindling_chunk::ChunkKey, kindling_chunk::ChunkName);
 
+/// What a prefetch worker does with the chunk it took: preload it with the
+/// next one (both local), or alone (whether it is local, if looked up).
+enum Partner {
+    Pair(usize),
+    Alone(Option<bool>),
+}
+
 /// Who wants a chunk: a read keeps it (in the small cache, in the trace);
 /// a preload hands it to the page cache and must not push out what reads
 /// keep.
@@ -391,8 +398,8 @@ impl ImageReader {
                     };
                     match next {
                         Some(i) => match this.local_partner(i) {
-                            Some(j) => this.preload_pair(i, j).await,
-                            None => this.prefetch_one(i).await,
+                            Partner::Pair(j) => this.preload_pair(i, j).await,
+                            Partner::Alone(local) => this.prefetch_one(i, local).await,
                         },
                         None => return,
                     }
@@ -401,10 +408,14 @@ impl ImageReader {
         }
     }
 
-    async fn prefetch_one(self: &Arc<Self>, index: usize) {
+    /// `local`: whether this machine's tiers hold the chunk, if already
+    /// looked up.
+    async fn prefetch_one(self: &Arc<Self>, index: usize, local: Option<bool>) {
         // Errors are left for the read that needs the chunk.
         if self.opts.preload {
-            let _ = self.preload(index).await;
+            if let Some(claimed) = self.claim(index) {
+                let _ = self.preload_claimed(index, claimed, local).await;
+            }
             return;
         }
         let Some(ChunkEntry::Stored { name, .. }) = self.manifest.chunks.get(index) else {
@@ -415,58 +426,58 @@ impl ImageReader {
         }
     }
 
-    /// Fetches chunk `index`, decrypts it whole and stores it in the page
-    /// sink. The fetch does not wait for the sink: the disk is served a
-    /// little after the agent opens, and a cold start should not lose
-    /// that head start.
-    async fn preload(self: &Arc<Self>, index: usize) -> Result<(), AgentError> {
-        match self.claim(index) {
-            Some(claimed) => self.preload_claimed(index, claimed).await,
-            None => Ok(()),
-        }
-    }
-
-    /// [`ImageReader::preload`] of a chunk this preload has claimed.
+    /// Fetches chunk `index`, which this preload has claimed, decrypts it
+    /// whole and stores it in the page sink. The fetch does not wait for
+    /// the sink: the disk is served a little after the agent opens, and a
+    /// cold start should not lose that head start. `local`: whether this
+    /// machine's tiers hold it, if already looked up.
     async fn preload_claimed(
         self: &Arc<Self>,
         index: usize,
         (key, name): Claimed,
+        local: Option<bool>,
     ) -> Result<(), AgentError> {
         // A chunk the worker cache holds costs only CPU (read, verify):
         // more of those at once than there are cores just crowds out the
         // container and the reads it is waiting on.
-        let local = match self.source.holds(&name) {
+        let slot = match local.unwrap_or_else(|| self.source.holds(&name)) {
             true => self.local_slots.acquire().await.ok(),
             false => None,
         };
         let Some(cipher) = self.chunk_as(index, Use::Preload).await? else {
             return Ok(());
         };
-        drop(local);
+        drop(slot);
         self.hand_to_store(index, key, cipher).await;
         Ok(())
     }
 
-    /// When preloading chunk `index` from this machine's tiers, the next
-    /// chunk waiting if it is local too: the two are read and verified
-    /// together (see [`ChunkSource::fetch_local_pair`]).
-    fn local_partner(&self, index: usize) -> Option<usize> {
+    /// When preloading chunk `index`, whether it and the next chunk
+    /// waiting are both local: the two are then read and verified
+    /// together (see [`ChunkSource::fetch_local_pair`]). Each chunk's
+    /// tiers are looked up once here, not again by the preload.
+    fn local_partner(&self, index: usize) -> Partner {
         let local = |i: usize| match self.manifest.chunks.get(i) {
             Some(ChunkEntry::Stored { name, .. }) => self.source.holds(name),
             _ => false,
         };
-        if !self.opts.preload || !local(index) {
-            return None;
+        if !self.opts.preload {
+            return Partner::Alone(None);
         }
-        let next = self.lock().waiting.pop_front()?;
+        if !local(index) {
+            return Partner::Alone(Some(false));
+        }
+        let Some(next) = self.lock().waiting.pop_front() else {
+            return Partner::Alone(Some(true));
+        };
         if local(next) {
-            return Some(next);
+            return Partner::Pair(next);
         }
         self.lock().waiting.push_front(next);
-        None
+        Partner::Alone(Some(true))
     }
 
-    /// [`ImageReader::preload`] of two local chunks, read and verified in
+    /// [`ImageReader::preload_claimed`] of two local chunks, read and verified in
     /// one go. A chunk the pair read does not deliver takes the single
     /// path, which also reports its errors.
     async fn preload_pair(self: &Arc<Self>, a: usize, b: usize) {
@@ -475,11 +486,11 @@ impl ImageReader {
             // Some preload took one on already (the hot ranges and the
             // trace overlap): the other goes alone.
             (Some(claimed), None) => {
-                let _ = self.preload_claimed(a, claimed).await;
+                let _ = self.preload_claimed(a, claimed, Some(true)).await;
                 return;
             }
             (None, Some(claimed)) => {
-                let _ = self.preload_claimed(b, claimed).await;
+                let _ = self.preload_claimed(b, claimed, Some(true)).await;
                 return;
             }
             (None, None) => return,

@@ -422,6 +422,8 @@ struct Gated {
     local: bool,
     running: std::sync::atomic::AtomicUsize,
     most_running: std::sync::atomic::AtomicUsize,
+    /// Calls of `holds`: each one a stat in the worker cache.
+    looked_up: std::sync::atomic::AtomicUsize,
 }
 
 impl Gated {
@@ -432,6 +434,7 @@ impl Gated {
             gate: tokio::sync::Semaphore::new(0),
             running: Default::default(),
             most_running: Default::default(),
+            looked_up: Default::default(),
             local: held_here,
         }
     }
@@ -453,6 +456,8 @@ impl kindling_agent::ChunkSource for Gated {
     }
 
     fn holds(&self, _name: &kindling_chunk::ChunkName) -> bool {
+        self.looked_up
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.local
     }
 }
@@ -522,10 +527,12 @@ fn local_preloads_run_one_per_core() {
         ));
         r.attach_page_sink(Arc::new(Recorded::default()));
         let wide = cores + 4;
-        rt().block_on(async {
+        let looked_up = rt().block_on(async {
             r.prefetch_chunks(all.clone(), wide);
             tokio::time::sleep(Duration::from_millis(200)).await;
+            let n = source.looked_up.load(std::sync::atomic::Ordering::SeqCst);
             source.gate.add_permits(10_000);
+            n
         });
         let most = source
             .most_running
@@ -534,6 +541,9 @@ fn local_preloads_run_one_per_core() {
             assert_eq!(most, cores, "local preloads at once");
         } else {
             assert_eq!(most, wide, "network preloads at once");
+            // Each chunk taken is looked up in the local tiers once, when
+            // its worker looks for a partner, not again to preload it.
+            assert_eq!(looked_up, wide, "tier lookups for {wide} chunks taken");
         }
     }
 }
