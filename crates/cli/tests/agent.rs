@@ -231,6 +231,16 @@ fn disk_img_works_as_a_qemu_drive() {
 /// Run tests check for leaks machine-wide, so they take turns.
 static RUNS: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
+/// What a test that runs corpus images needs: root (loop mounts), its
+/// turn (runs go one at a time) and the corpus. None: skipped, outside CI.
+fn corpus_turn(test: &str) -> Option<(std::sync::MutexGuard<'static, ()>, PathBuf)> {
+    if !can_mount(test) {
+        return None;
+    }
+    let turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
+    corpus_dir(test).map(|corpus| (turn, corpus))
+}
+
 /// Nothing of a run may outlive it: no FUSE or ext4 mount from a run
 /// directory, no loop device backed by one, no runc state.
 fn assert_no_leaks() {
@@ -265,11 +275,7 @@ fn assert_no_leaks() {
 /// built, fetching only part of the image.
 #[test]
 fn corpus_images_run_lazily() {
-    if !can_mount("corpus_images_run_lazily") {
-        return;
-    }
-    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(corpus) = corpus_dir("corpus_images_run_lazily") else {
+    let Some((_turn, corpus)) = corpus_turn("corpus_images_run_lazily") else {
         return;
     };
     let json: serde_json::Value =
@@ -358,11 +364,7 @@ fn corpus_images_run_lazily() {
 /// everything.
 #[test]
 fn run_passes_exit_codes_and_cleans_up_on_errors() {
-    if !can_mount("run_passes_exit_codes_and_cleans_up_on_errors") {
-        return;
-    }
-    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(corpus) = corpus_dir("run_passes_exit_codes_and_cleans_up_on_errors") else {
+    let Some((_turn, corpus)) = corpus_turn("run_passes_exit_codes_and_cleans_up_on_errors") else {
         return;
     };
     let dir = scratch("agent", "run-exit");
@@ -485,11 +487,7 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
 /// removes the container and the bundle.
 #[test]
 fn a_killed_run_is_cleaned_up() {
-    if !can_mount("a_killed_run_is_cleaned_up") {
-        return;
-    }
-    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(corpus) = corpus_dir("a_killed_run_is_cleaned_up") else {
+    let Some((_turn, corpus)) = corpus_turn("a_killed_run_is_cleaned_up") else {
         return;
     };
     let dir = scratch("agent", "run-killed");
@@ -585,11 +583,7 @@ fn a_killed_run_is_cleaned_up() {
 /// sees the error, and `run` names the chunk that failed. Nothing leaks.
 #[test]
 fn origin_lost_mid_run_names_the_chunk() {
-    if !can_mount("origin_lost_mid_run_names_the_chunk") {
-        return;
-    }
-    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(corpus) = corpus_dir("origin_lost_mid_run_names_the_chunk") else {
+    let Some((_turn, corpus)) = corpus_turn("origin_lost_mid_run_names_the_chunk") else {
         return;
     };
     let dir = scratch("agent", "run-origin-lost");
@@ -684,11 +678,7 @@ fn files(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
 /// store and the cache as they were.
 #[test]
 fn concurrent_runs_share_the_worker_cache() {
-    if !can_mount("concurrent_runs_share_the_worker_cache") {
-        return;
-    }
-    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(corpus) = corpus_dir("concurrent_runs_share_the_worker_cache") else {
+    let Some((_turn, corpus)) = corpus_turn("concurrent_runs_share_the_worker_cache") else {
         return;
     };
     let dir = scratch("agent", "run-16");
@@ -785,11 +775,7 @@ fn concurrent_runs_share_the_worker_cache() {
 /// directory or the system.
 #[test]
 fn bench_coldstart_runs_every_variant() {
-    if !can_mount("bench_coldstart_runs_every_variant") {
-        return;
-    }
-    let _turn = RUNS.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(corpus) = corpus_dir("bench_coldstart_runs_every_variant") else {
+    let Some((_turn, corpus)) = corpus_turn("bench_coldstart_runs_every_variant") else {
         return;
     };
     let dir = scratch("agent", "bench-coldstart");
