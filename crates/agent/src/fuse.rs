@@ -335,6 +335,24 @@ impl Mounted {
         self.teardown()
     }
 
+    /// For a disk whose users outlive the unmount (a loop device, a VM):
+    /// unmounts if nothing holds it; else detaches it and keeps serving
+    /// those users, returning them as [`Detached`], until they let go or
+    /// it is dropped (after which their reads fail with EIO).
+    pub fn unmount_or_detach(mut self) -> std::io::Result<Option<Detached>> {
+        let Some(session) = self.session.take() else {
+            return Ok(None);
+        };
+        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
+        match unmount_patiently(&self.mountpoint, UNMOUNT_PATIENCE)? {
+            Unmounted::Cleanly => match session.join() {
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(None),
+                r => r.map(|()| None),
+            },
+            Unmounted::Lazily => Ok(Some(Detached { session })),
+        }
+    }
+
     fn teardown(&mut self) -> std::io::Result<()> {
         let Some(session) = self.session.take() else {
             return Ok(());
@@ -363,6 +381,20 @@ impl Mounted {
 impl Drop for Mounted {
     fn drop(&mut self) {
         let _ = self.teardown();
+    }
+}
+
+/// A disk out of the mount table whose users still read it: served on
+/// until [`Detached::released`].
+#[derive(Debug)]
+pub struct Detached {
+    session: fuser::BackgroundSession,
+}
+
+impl Detached {
+    /// Whether the last user has let go (the kernel ended the connection).
+    pub fn released(&self) -> bool {
+        self.session.guard.is_finished()
     }
 }
 

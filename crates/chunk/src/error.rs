@@ -49,8 +49,8 @@ pub enum KeyError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("key file {path} holds {len} bytes: expected 32 random bytes (or 64 hex digits)")]
-    Format { path: PathBuf, len: usize },
+    #[error("key file {path} is not a key: it holds {reason}")]
+    Format { path: PathBuf, reason: String },
     #[error("no randomness available: {0}")]
     Random(String),
 }

@@ -93,9 +93,9 @@ impl KeyFile {
             path: self.path.clone(),
             source,
         })?;
-        parse_key(&raw).ok_or(KeyError::Format {
+        parse_key(&raw).map_err(|reason| KeyError::Format {
             path: self.path.clone(),
-            len: raw.len(),
+            reason,
         })
     }
 
@@ -140,20 +140,51 @@ impl KeyProvider for KeyFile {
     }
 }
 
-fn parse_key(raw: &[u8]) -> Option<TenantKey> {
-    if raw.len() == 32 {
-        return Some(TenantKey(raw.try_into().ok()?));
+/// A key file's 32 raw bytes, or 64 hex digits (whitespace around them is
+/// fine); else what is wrong with it, for the error.
+fn parse_key(raw: &[u8]) -> Result<TenantKey, String> {
+    if let Ok(k) = <[u8; 32]>::try_from(raw) {
+        return Ok(TenantKey(k));
     }
-    let text = std::str::from_utf8(raw).ok()?.trim();
-    let mut k = [0u8; 32];
-    hex::decode_to_slice(text, &mut k).ok()?;
-    Some(TenantKey(k))
+    let text = String::from_utf8_lossy(raw);
+    let text = text.trim();
+    if !text.is_empty() && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        let mut k = [0u8; 32];
+        return match hex::decode_to_slice(text, &mut k) {
+            Ok(()) => Ok(TenantKey(k)),
+            Err(_) => Err(format!("{} hex digits, where a key has 64", text.len())),
+        };
+    }
+    Err(format!(
+        "{} bytes, neither the 32 raw bytes of a key nor 64 hex digits",
+        raw.len()
+    ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn key_files_raw_or_hex_and_what_is_wrong_otherwise() {
+        let hex64 = "ab".repeat(32);
+        assert_eq!(parse_key(&[7; 32]).unwrap().0, [7; 32]);
+        assert_eq!(
+            parse_key(format!("  {hex64}\n").as_bytes()).unwrap().0,
+            [0xab; 32]
+        );
+        for (raw, says) in [
+            (format!("{}\n", &hex64[..63]).into_bytes(), "63 hex digits"),
+            (format!("{hex64}00").into_bytes(), "66 hex digits"),
+            (vec![b'z'; 64], "64 bytes, neither"),
+            (Vec::new(), "0 bytes"),
+            (vec![0xff; 31], "31 bytes"),
+        ] {
+            let e = parse_key(&raw).unwrap_err();
+            assert!(e.contains(says), "{e}");
+        }
+    }
 
     #[test]
     fn default_key_is_created_once_with_mode_0600() {
@@ -182,7 +213,10 @@ mod tests {
         assert!(!path.exists());
         std::fs::write(&path, b"short").unwrap();
         let e = KeyFile::existing(&path).tenant_key().unwrap_err();
-        assert!(e.to_string().contains("expected 32 random bytes"), "{e}");
+        assert!(
+            e.to_string().contains("is not a key: it holds 5 bytes"),
+            "{e}"
+        );
         std::fs::write(&path, format!("{}\n", "ab".repeat(32))).unwrap();
         let k = KeyFile::existing(&path).tenant_key().unwrap();
         assert_eq!(k.as_bytes(), &[0xab; 32]);

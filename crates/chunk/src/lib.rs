@@ -35,7 +35,7 @@ pub use error::{ChunkError, KeyError, ManifestError};
 pub use key::{KeyFile, KeyProvider, TenantKey};
 pub use manifest::{
     ChunkEntry, Manifest, PublicManifest, RunConfig, MANIFEST_MAGIC, MANIFEST_VERSION,
-    MAX_IMAGE_BYTES,
+    MAX_CONFIG_BYTES, MAX_IMAGE_BYTES,
 };
 pub use trace::{
     open_file_trace, open_trace, seal_file_trace, seal_trace, FileRange, FileTrace,

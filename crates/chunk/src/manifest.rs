@@ -36,8 +36,9 @@ pub const MANIFEST_VERSION: u16 = 1;
 /// hostile header cannot make the decoder allocate more than ~35 MiB
 /// (2^20 chunks of 64 KiB).
 pub const MAX_IMAGE_BYTES: u64 = 1 << 36;
-/// Run configs are a few KiB; this only stops a hostile manifest.
-const MAX_CONFIG_BYTES: usize = 1 << 20;
+/// Run configs are a few KiB; this only stops a hostile manifest (and a
+/// pusher refuses an image whose config would not fit).
+pub const MAX_CONFIG_BYTES: usize = 1 << 20;
 const FIXED_HEADER: usize = 8 + 2 + 1 + 1 + 4 + 8 + 16 + 8 + 8;
 const TAG: usize = 16;
 
@@ -58,6 +59,14 @@ pub struct RunConfig {
     /// chunk, the metadata region): agents fetch them first, in parallel,
     /// instead of one dependent round trip at a time.
     pub hot_ranges: Vec<[u64; 2]>,
+}
+
+impl RunConfig {
+    /// Its size in a sealed manifest, which takes at most
+    /// [`MAX_CONFIG_BYTES`]: a pusher checks before it seals.
+    pub fn encoded_len(&self) -> usize {
+        serde_json::to_vec(self).map_or(usize::MAX, |v| v.len())
+    }
 }
 
 /// One chunk of the image.

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use kindling_agent::{
     AzCached, ChunkSource, Disk, ImageReader, Origin, Overlay, ReaderOptions, Stats, WorkerCached,
 };
@@ -13,7 +13,7 @@ use kindling_chunk::RunConfig;
 use kindling_repo::TraceKind;
 
 use crate::az::AzArgs;
-use crate::origin::{agent_runtime, interruptible, KeyArgs, StoreArgs};
+use crate::origin::{agent_runtime, KeyArgs, StoreArgs};
 use crate::size::human;
 
 /// Flags of the agent, shared by `mount` and `run`.
@@ -96,6 +96,8 @@ pub struct Opened {
     pub file_trace: tokio::sync::watch::Receiver<FileTraceLookup>,
     /// A file trace `run` recorded, saved at the end with the chunk trace.
     pub recorded_files: std::sync::Mutex<Option<kindling_chunk::FileTrace>>,
+    /// The worker cache, unless `--no-cache`.
+    pub worker_cache: Option<kindling_cache::WorkerCache>,
 }
 
 /// Where the lookup of an image's file trace stands.
@@ -113,13 +115,27 @@ pub enum FileTraceLookup {
 /// to land: they are what spares the next worker the origin.
 const FILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Chunks from below the worker cache whose disk write may still be
+/// pending when their reader gets them: 8 MiB at 512 KiB, held anyway by
+/// the memory tier and the reader while they are hot.
+const WRITE_BEHIND: usize = 16;
+
 impl Opened {
     /// What ends a start: the trace saved, the AZ cache's fills landed
-    /// (for at most [`FILL_PATIENCE`]).
+    /// (for at most [`FILL_PATIENCE`]), the worker cache's writes done.
     pub async fn finish(&self) {
         self.save_trace().await;
         self.save_file_trace().await;
         self.drain_fills().await;
+        self.flush_cache().await;
+    }
+
+    /// Waits for the worker cache's pending writes (chunks handed to
+    /// readers before they were on disk).
+    pub async fn flush_cache(&self) {
+        if let Some(cache) = &self.worker_cache {
+            cache.flush().await;
+        }
     }
 
     /// Waits (at most [`FILL_PATIENCE`]) for the AZ cache's background
@@ -195,6 +211,7 @@ pub async fn open_over(
     name: &str,
     link: Option<Arc<kindling_store::Link>>,
 ) -> Result<Opened> {
+    args.store.check_readable()?;
     let repo = args.store.repo()?;
     let key = args.key.key()?;
     let (image, manifest) = repo
@@ -222,6 +239,7 @@ pub async fn open_over(
     if let (Some(client), Some(cluster)) = (&az, &cluster) {
         below = Arc::new(AzCached::new(client.clone(), below, cluster.hedge_after));
     }
+    let mut worker_cache = None;
     let source = if args.no_cache {
         below
     } else {
@@ -231,10 +249,14 @@ pub async fn open_over(
             memory_bytes: args.cache_memory,
             // The origin and the AZ cache both hand over verified chunks.
             verify_fills: false,
+            // A read waiting on a chunk from below gets it before it is
+            // on disk; `finish` waits for the writes.
+            write_behind: WRITE_BEHIND,
             ..CacheOptions::default()
         };
         let cache = WorkerCache::open(&dir, opts)
             .with_context(|| format!("opening the worker cache {}", dir.display()))?;
+        worker_cache = Some(cache.clone());
         Arc::new(WorkerCached::new(cache, below)) as Arc<dyn ChunkSource>
     };
     let size = manifest.image_bytes;
@@ -324,6 +346,7 @@ pub async fn open_over(
         chunk_trace,
         file_trace,
         recorded_files: Default::default(),
+        worker_cache,
     })
 }
 
@@ -376,7 +399,9 @@ impl Opened {
 
 /// Serve an image as one file, MOUNTPOINT/disk.img, fetching chunks on demand.
 ///
-/// Runs in the foreground until Ctrl-C or SIGTERM, then unmounts. Writes
+/// Runs in the foreground until Ctrl-C, SIGTERM or SIGHUP, then unmounts;
+/// if disk.img is still in use then (a loop device, a VM), it stays
+/// served until released, or until a second signal. Writes
 /// to disk.img go to a private copy-on-write overlay that disappears with
 /// the agent; the store and caches never change. The file is a valid
 /// ext4 filesystem and works as a loop device, a Firecracker or a QEMU
@@ -391,8 +416,44 @@ pub struct MountArgs {
     agent: AgentArgs,
 }
 
+/// MOUNTPOINT must be an empty directory: mounting over one with files
+/// would hide them, and over a regular file would give no `disk.img`.
+fn check_mountpoint(path: &Path) -> Result<()> {
+    let entries = match std::fs::read_dir(path) {
+        // A FUSE mount whose server died (a `kill -9`ed agent): nothing
+        // can use it, so it is taken away.
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            eprintln!(
+                "kindling: {} held a dead FUSE mount (an agent that was killed); unmounting it",
+                path.display()
+            );
+            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+                .context("mountpoint path")?;
+            // SAFETY: umount2 on a NUL-terminated path.
+            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+                return Err(std::io::Error::last_os_error()).with_context(|| {
+                    format!("unmounting the dead FUSE mount on {}", path.display())
+                });
+            }
+            std::fs::read_dir(path)
+        }
+        r => r,
+    };
+    let mut entries =
+        entries.with_context(|| format!("{} is not a directory to mount on", path.display()))?;
+    if entries.next().is_some() {
+        bail!(
+            "{} is not empty: mounting there would hide what it holds",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
 pub fn mount(args: MountArgs) -> Result<()> {
+    check_mountpoint(&args.mountpoint)?;
     let rt = agent_runtime()?;
+    let mut stop = rt.block_on(async { crate::origin::StopSignals::new() })?;
     let opened = rt.block_on(open(&args.agent, &args.name))?;
     let disk = opened.disk.clone();
     let mounted = kindling_agent::fuse::mount(disk.clone(), &args.mountpoint, rt.handle().clone())
@@ -410,11 +471,32 @@ pub fn mount(args: MountArgs) -> Result<()> {
             .join(kindling_agent::fuse::DISK_FILE)
             .display()
     );
-    let _ = rt.block_on(interruptible(std::future::pending::<Result<()>>()));
-    mounted.unmount().context("unmounting")?;
+    rt.block_on(stop.recv());
+    let mut abandoned = false;
+    if let Some(users) = mounted.unmount_or_detach().context("unmounting")? {
+        eprintln!(
+            "kindling: {} is still in use (a loop device, a mount or a VM holds it): unmounted, and served until it is released; signal again to stop now (its users then get I/O errors)",
+            Path::new(&args.mountpoint)
+                .join(kindling_agent::fuse::DISK_FILE)
+                .display()
+        );
+        abandoned = rt.block_on(async {
+            tokio::select! {
+                () = async {
+                    while !users.released() {
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                } => false,
+                _ = stop.recv() => true,
+            }
+        });
+    }
     // No trace: what a mount serves is not a container's start (a copy of
     // the whole disk would make every later start prefetch all of it).
-    rt.block_on(opened.drain_fills());
+    rt.block_on(async {
+        opened.drain_fills().await;
+        opened.flush_cache().await;
+    });
     let s = disk.stats().snapshot();
     eprintln!(
         "unmounted: read {}, fetched {} ({} chunks from the origin, {} from the AZ cache, {} from the worker cache, {} zero)",
@@ -429,5 +511,9 @@ pub fn mount(args: MountArgs) -> Result<()> {
         args.agent.stats_json.as_deref(),
         &args.name,
         serde_json::json!({}),
-    )
+    )?;
+    if abandoned {
+        bail!("stopped while disk.img was still in use: its users now get I/O errors");
+    }
+    Ok(())
 }

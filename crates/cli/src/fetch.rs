@@ -35,6 +35,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
+    crate::flatten::check_output(&args.output)?;
+    args.store.check_readable()?;
     let repo = args.store.repo()?;
     let key = args.key.key()?;
     let dir = match args.output.parent() {
@@ -61,8 +63,7 @@ pub fn run(args: Args) -> Result<()> {
     let s = result?;
     crate::flatten::make_readable(tmp.as_file())?;
     tmp.as_file().sync_all().context("syncing the image")?;
-    tmp.persist(&args.output)
-        .with_context(|| format!("renaming the image to {}", args.output.display()))?;
+    crate::flatten::persist(tmp, &args.output)?;
     if args.json {
         let v = serde_json::json!({
             "name": args.name, "manifest": s.manifest, "output": args.output,

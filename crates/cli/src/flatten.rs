@@ -5,7 +5,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use kindling_flatten::{FlattenOptions, FlattenSummary};
 
 use crate::size::{human, parse_size};
@@ -75,6 +75,7 @@ impl LayoutArgs {
 
 /// Flattens into a temporary file beside `output` and renames it into place.
 pub fn flatten_to(source: &str, output: &Path, opts: &FlattenOptions) -> Result<FlattenSummary> {
+    check_output(output)?;
     let image =
         kindling_oci::Image::open(source).with_context(|| format!("opening image {source}"))?;
     let dir = match output.parent() {
@@ -90,9 +91,37 @@ pub fn flatten_to(source: &str, output: &Path, opts: &FlattenOptions) -> Result<
         .with_context(|| format!("flattening {source}"))?;
     make_readable(tmp.as_file())?;
     tmp.as_file().sync_all().context("syncing the image")?;
-    tmp.persist(output)
-        .with_context(|| format!("renaming the image to {}", output.display()))?;
+    persist(tmp, output)?;
     Ok(summary)
+}
+
+/// Refuses, before any work, an output path that renaming a new file into
+/// place would wrongly replace: a directory, a device, a FIFO, a socket or
+/// a symlink (`-o /dev/sdX` must not swap the device node for a file).
+pub fn check_output(output: &Path) -> Result<()> {
+    let Ok(meta) = std::fs::symlink_metadata(output) else {
+        return Ok(());
+    };
+    let what = match meta.file_type() {
+        t if t.is_file() => return Ok(()),
+        t if t.is_dir() => "a directory",
+        t if t.is_symlink() => "a symbolic link (give the path it points to)",
+        _ => "not a regular file (a device, FIFO or socket)",
+    };
+    bail!(
+        "{} is {what}: the image is written to a new file and renamed into place, which would replace it",
+        output.display()
+    )
+}
+
+/// Renames the finished image into place. On failure the temporary file
+/// is removed now: the error outlives it otherwise (`main` exits without
+/// unwinding), and a full-size file would be left behind.
+pub fn persist(tmp: tempfile::NamedTempFile, output: &Path) -> Result<()> {
+    tmp.persist(output)
+        .map_err(|e| e.error)
+        .with_context(|| format!("renaming the image to {}", output.display()))?;
+    Ok(())
 }
 
 /// tempfile creates 0600; an image is as readable as any file we write.

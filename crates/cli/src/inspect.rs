@@ -28,6 +28,7 @@ pub struct InspectArgs {
 }
 
 pub fn inspect(args: InspectArgs) -> Result<()> {
+    args.store.check_readable()?;
     let repo = args.store.repo()?;
     let rt = runtime()?;
     // One read of the reference and one of the manifest serve both the
@@ -119,6 +120,13 @@ pub struct LsArgs {
 }
 
 pub fn ls(args: LsArgs) -> Result<()> {
+    if !args.store.exists()? {
+        eprintln!(
+            "kindling: store {} does not exist (yet): no images",
+            args.store.url()
+        );
+        return Ok(());
+    }
     let repo = args.store.repo()?;
     let rt = runtime()?;
     rt.block_on(async {
@@ -126,8 +134,33 @@ pub fn ls(args: LsArgs) -> Result<()> {
             .images()
             .await
             .with_context(|| format!("listing {}", args.store.url()))?;
+        // One image that cannot be read (a corrupt manifest) is reported
+        // and the listing goes on; the exit status still says so.
+        let mut unreadable = 0;
         for r in images {
-            let (public, _) = repo.public_of(&r).await?;
+            let public = match repo.public_of(&r).await {
+                Ok((public, _)) => public,
+                Err(e) => {
+                    unreadable += 1;
+                    eprintln!("kindling: warning: {}: {:#}", r.name, anyhow::Error::new(e));
+                    if args.json {
+                        println!(
+                            "{}",
+                            serde_json::json!({
+                                "name": r.name, "manifest": r.manifest, "error": "unreadable",
+                            })
+                        );
+                    } else {
+                        println!(
+                            "{:<32} {}  {:>10}  unreadable (see the warning)",
+                            r.name,
+                            &r.manifest[..19.min(r.manifest.len())],
+                            "-"
+                        );
+                    }
+                    continue;
+                }
+            };
             let stored = public.names.iter().flatten().count();
             if args.json {
                 println!(
@@ -146,6 +179,12 @@ pub fn ls(args: LsArgs) -> Result<()> {
                     stored
                 );
             }
+        }
+        if unreadable > 0 {
+            anyhow::bail!(
+                "{unreadable} image(s) in {} could not be read",
+                args.store.url()
+            );
         }
         Ok(())
     })

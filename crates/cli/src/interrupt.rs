@@ -1,6 +1,7 @@
-//! Removing a half-written output when the user presses Ctrl-C or the
-//! process is sent SIGTERM: `tempfile` deletes on drop, but a signal ends
-//! the process without running destructors.
+//! Removing a half-written output when the user presses Ctrl-C, the
+//! process is sent SIGTERM or its terminal goes away (SIGHUP): `tempfile`
+//! deletes on drop, but a signal ends the process without running
+//! destructors.
 
 use std::ffi::CString;
 use std::os::unix::ffi::OsStrExt;
@@ -22,7 +23,7 @@ extern "C" fn on_signal(sig: libc::c_int) {
     }
 }
 
-/// While the guard lives, SIGINT and SIGTERM unlink `path` and exit.
+/// While the guard lives, SIGINT, SIGTERM and SIGHUP unlink `path` and exit.
 #[derive(Debug)]
 pub struct RemoveOnSignal;
 
@@ -30,7 +31,7 @@ impl RemoveOnSignal {
     pub fn new(path: &Path) -> RemoveOnSignal {
         if let Ok(c) = CString::new(path.as_os_str().as_bytes()) {
             DOOMED.store(c.into_raw(), Ordering::SeqCst);
-            for sig in [libc::SIGINT, libc::SIGTERM] {
+            for sig in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
                 // SAFETY: installs a handler that only calls async-signal-safe functions.
                 unsafe {
                     libc::signal(sig, on_signal as *const () as libc::sighandler_t);

@@ -58,6 +58,17 @@ fn main() {
     ) {
         one_malloc_arena();
     }
+    if matches!(
+        cli.command,
+        Command::Flatten(_)
+            | Command::Chunks(_)
+            | Command::Push(_)
+            | Command::Fetch(_)
+            | Command::Inspect(_)
+            | Command::Ls(_)
+    ) {
+        die_quietly_on_a_closed_pipe();
+    }
     let result = match cli.command {
         Command::Flatten(a) => flatten::run(a),
         Command::Chunks(a) => chunks::run(a),
@@ -69,7 +80,10 @@ fn main() {
         Command::Bench(a) => bench::run(a),
         Command::Run(a) => match run::run(a) {
             Ok(code) => std::process::exit(code),
-            Err(e) => Err(e),
+            Err(e) => {
+                eprintln!("kindling: error: {e:#}");
+                std::process::exit(run_failure_code(&e));
+            }
         },
         Command::Demo(a) => demo::run(a),
         Command::S3Server(a) => s3_server::run(a),
@@ -78,6 +92,30 @@ fn main() {
     if let Err(e) = result {
         eprintln!("kindling: error: {e:#}");
         std::process::exit(1);
+    }
+}
+
+/// `run`'s exit status when it fails itself, as `docker run`'s: 127 if the
+/// command does not exist, 126 if it cannot be executed, 125 for any other
+/// failure - so that a script tells them from the container's own codes.
+fn run_failure_code(e: &anyhow::Error) -> i32 {
+    e.chain()
+        .find_map(|c| c.downcast_ref::<kindling_runtime::RuntimeError>())
+        .and_then(kindling_runtime::RuntimeError::exit_code)
+        .unwrap_or(125)
+}
+
+/// `kindling ls | head` and `push ... | grep -q`: Rust ignores SIGPIPE, so
+/// printing to a reader that has gone panics. The commands that only print
+/// a listing or a summary end the way Unix tools do instead, by the signal,
+/// quietly; their outputs are renamed into place before they print. Not
+/// for `run`, `mount` and the servers, which have mounts and processes to
+/// tear down first.
+fn die_quietly_on_a_closed_pipe() {
+    // SAFETY: restores the default disposition of one signal, before any
+    // threads start.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 

@@ -2,7 +2,7 @@
 //! URL, S3 settings and the tenant key, with their defaults under the
 //! user's data directory (the embedded default needs no setup at all).
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -49,6 +49,38 @@ impl StoreArgs {
             Some(s) => s.clone(),
             None => data_dir().join("store").to_string_lossy().into_owned(),
         }
+    }
+
+    /// Whether the store is there. A local store given by path that does
+    /// not exist holds nothing (yet: stores are created by their first
+    /// push); one that is not a directory is an error. The embedded
+    /// default and S3 count as there.
+    pub fn exists(&self) -> Result<bool> {
+        let Some(url) = &self.store else {
+            return Ok(true);
+        };
+        if url.starts_with("s3://") {
+            return Ok(true);
+        }
+        let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_dir() => Ok(true),
+            Ok(_) => anyhow::bail!("store {url} is not a directory"),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e).with_context(|| format!("opening store {url}")),
+        }
+    }
+
+    /// For commands that read an image: a store given by path must exist
+    /// (a mistyped path would otherwise read as "no image named ...").
+    pub fn check_readable(&self) -> Result<()> {
+        if !self.exists()? {
+            anyhow::bail!(
+                "store {} does not exist (push an image there first)",
+                self.url()
+            );
+        }
+        Ok(())
     }
 
     pub fn repo(&self) -> Result<Repo> {
@@ -125,14 +157,42 @@ pub fn agent_runtime() -> Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// Runs `fut`, or stops with an error on Ctrl-C / SIGTERM so that
-/// destructors (temporary files, directories) still run.
+/// Runs `fut`, or stops with an error on Ctrl-C, SIGTERM or SIGHUP (the
+/// terminal went away) so that destructors (temporary files, directories)
+/// still run.
 pub async fn interruptible<T>(fut: impl std::future::Future<Output = Result<T>>) -> Result<T> {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing a SIGTERM handler")?;
+    let mut stop = StopSignals::new()?;
     tokio::select! {
         r = fut => r,
-        _ = tokio::signal::ctrl_c() => anyhow::bail!("interrupted"),
-        _ = term.recv() => anyhow::bail!("terminated"),
+        why = stop.recv() => anyhow::bail!("{why}"),
+    }
+}
+
+/// SIGINT, SIGTERM and SIGHUP, caught from the moment this is made (inside
+/// a runtime): one that arrives while a command is still setting up waits
+/// here instead of being lost or killing it half-way.
+pub struct StopSignals {
+    int: tokio::signal::unix::Signal,
+    term: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl StopSignals {
+    pub fn new() -> Result<StopSignals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(StopSignals {
+            int: signal(SignalKind::interrupt()).context("installing a SIGINT handler")?,
+            term: signal(SignalKind::terminate()).context("installing a SIGTERM handler")?,
+            hup: signal(SignalKind::hangup()).context("installing a SIGHUP handler")?,
+        })
+    }
+
+    /// The next stop signal, as what it means.
+    pub async fn recv(&mut self) -> &'static str {
+        tokio::select! {
+            _ = self.int.recv() => "interrupted",
+            _ = self.term.recv() => "terminated",
+            _ = self.hup.recv() => "hung up",
+        }
     }
 }

@@ -29,8 +29,13 @@ use crate::warming::{record_if_absent, watch_if_recording, Warming};
 /// entrypoint and cmd - or CMD ARGS... if given, which replace both - with
 /// the image's env, working directory and user, in a runc container with
 /// /proc, /dev, /sys, /tmp and /etc/resolv.conf set up. The container's
-/// stdout and stderr pass through and its exit code is kindling's.
-/// Everything is torn down on exit, on error and on Ctrl-C.
+/// stdout and stderr pass through and its exit code is kindling's; as with
+/// `docker run`, 127 means the command was not found, 126 that it could not
+/// be executed, 125 that kindling itself failed. SIGINT, SIGTERM, SIGHUP and
+/// SIGQUIT go to the container; one still running 10 s after the first is
+/// killed (a third signal kills it at once). Everything is torn down on
+/// exit, on error and on Ctrl-C. Containers' runc state lives in
+/// /run/kindling/runc (`runc --root /run/kindling/runc list`).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// The image's name in the store.
@@ -307,6 +312,9 @@ pub fn prepare_to_run() -> Result<()> {
 
 pub fn run(args: Args) -> Result<i32> {
     let start = Instant::now();
+    if let Some(path) = &args.agent.stats_json {
+        check_stats_path(path)?;
+    }
     prepare_to_run()?;
     let rt = agent_runtime()?;
     let mut agent = args.agent.clone();
@@ -333,7 +341,7 @@ pub fn run(args: Args) -> Result<i32> {
         .chain([("exited", exited)])
         .map(|(k, t)| (k.to_string(), ms(t).into()))
         .collect();
-    opened.write_stats(
+    let written = opened.write_stats(
         args.agent.stats_json.as_deref(),
         &args.name,
         serde_json::json!({
@@ -348,8 +356,36 @@ pub fn run(args: Args) -> Result<i32> {
             "file_trace_ranges": ran.recorded.map(|r| r.0),
             "file_trace_record_ms": ran.recorded.map(|r| r.1.as_secs_f64() * 1e3),
         }),
-    )?;
+    );
+    // The container ran: its exit code is the answer, stats or not.
+    if let Err(e) = written {
+        eprintln!("kindling: warning: --stats-json: {e:#}");
+    }
     Ok(code)
+}
+
+/// `--stats-json FILE` must be writable where it is, checked before the
+/// container runs rather than found out after.
+fn check_stats_path(path: &std::path::Path) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => std::path::Path::new("."),
+    };
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => anyhow::bail!(
+            "--stats-json {}: {} is not a directory",
+            path.display(),
+            dir.display()
+        ),
+        Err(e) => Err(e).with_context(|| {
+            format!(
+                "--stats-json {}: directory {}",
+                path.display(),
+                dir.display()
+            )
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -23,7 +23,8 @@ fn mounted(dir: &Path) -> bool {
 
 /// Starts `kindling mount` and waits for disk.img.
 fn start_mount(data: &Path, name: &str, store: &Path, mnt: &Path, extra: &[&str]) -> Child {
-    fs::create_dir_all(mnt).unwrap();
+    // Fails on a dead FUSE mount (EEXIST), which kindling itself clears.
+    let _ = fs::create_dir_all(mnt);
     let child = kindling_in(data)
         .args(["mount", name])
         .arg(mnt)
@@ -33,7 +34,8 @@ fn start_mount(data: &Path, name: &str, store: &Path, mnt: &Path, extra: &[&str]
         .spawn()
         .unwrap();
     let t = Instant::now();
-    while !mnt.join("disk.img").exists() {
+    // Opened, not just seen: a dead mount's cached entry can still be seen.
+    while fs::File::open(mnt.join("disk.img")).is_err() {
         assert!(
             t.elapsed() < Duration::from_secs(20),
             "disk.img never appeared"
@@ -105,10 +107,52 @@ fn mount_serves_the_image_and_keeps_writes_private() {
         .unwrap();
     assert!(st.success());
     let hello = fs::read_to_string(root.join("etc/hello"));
+    assert_eq!(hello.unwrap(), "hello from the image\n");
+    // Stopped while the loop-mounted image is in use, the agent keeps
+    // serving it until it is released, then exits cleanly.
+    // SAFETY: kill(2) on our own child.
+    unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+    std::thread::sleep(Duration::from_secs(4));
+    let mut child = child;
+    assert!(child.try_wait().unwrap().is_none(), "stopped while in use");
+    assert!(!mounted(&mnt), "{} still in the mount table", mnt.display());
+    assert!(fs::read(root.join("etc/big")).unwrap() == kindling_testkit::prng("big", 3 << 20));
     let st = Command::new("umount").arg(&root).status().unwrap();
     assert!(st.success());
-    assert_eq!(hello.unwrap(), "hello from the image\n");
-    stop(child, &mnt);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(t.elapsed() < Duration::from_secs(20), "never exited");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "mount exited with {status}");
+    // MOUNTPOINT must be an empty directory.
+    fs::write(mnt.join("keep"), b"x").unwrap();
+    let o = output(
+        kindling_in(&dir)
+            .args(["mount", "t:1"])
+            .arg(&mnt)
+            .arg("--store")
+            .arg(&store),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("not empty"),
+        "{}",
+        show(&o)
+    );
+    let o = output(
+        kindling_in(&dir)
+            .args(["mount", "t:1"])
+            .arg(mnt.join("keep"))
+            .arg("--store")
+            .arg(&store),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(!mounted(&mnt.join("keep")));
+    fs::remove_file(mnt.join("keep")).unwrap();
 
     // A new agent starts from the image again: the write is gone.
     let child = start_mount(&dir, "t:1", &store, &mnt, &["--read-only"]);
@@ -117,6 +161,16 @@ fn mount_serves_the_image_and_keeps_writes_private() {
         .write(true)
         .open(mnt.join("disk.img"))
         .is_err());
+    stop(child, &mnt);
+
+    // An agent killed outright leaves a dead FUSE mount; the next mount
+    // on that directory takes it away and serves.
+    let mut child = start_mount(&dir, "t:1", &store, &mnt, &[]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    assert!(mounted(&mnt));
+    let child = start_mount(&dir, "t:1", &store, &mnt, &[]);
+    assert_eq!(sha256_file(&mnt.join("disk.img")), before);
     stop(child, &mnt);
     let _ = fs::remove_dir_all(&dir);
 }
@@ -464,17 +518,69 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
     // --read-only refuses writes.
     let o = run(&["--read-only", "--", "sh", "-c", "echo x > /etc/new"]);
     assert!(!o.status.success(), "{}", show(&o));
-    // A command that does not exist: an error, nothing left behind.
+    // A command that does not exist or cannot be executed: docker's 127
+    // and 126, nothing left behind; kindling's own failures: 125.
     let o = run(&["--", "/no/such/binary"]);
-    assert!(!o.status.success());
+    assert_eq!(o.status.code(), Some(127), "{}", show(&o));
+    let o = run(&["--", "no-such-command"]);
+    assert_eq!(o.status.code(), Some(127), "{}", show(&o));
+    let o = run(&["--", "/etc/os-release"]);
+    assert_eq!(o.status.code(), Some(126), "{}", show(&o));
     assert_no_leaks();
     let o = output(
         kindling_in(&dir)
             .args(["run", "nope", "--store"])
             .arg(&store),
     );
+    assert_eq!(o.status.code(), Some(125), "{}", show(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("no image named"),
+        "{}",
+        show(&o)
+    );
+    assert_no_leaks();
+    // A reader that goes away (`| head -c 10`) stops the container's
+    // writer as on the host, instead of letting it run on: `yes` gets
+    // EPIPE (as the container's init, the kernel spares it the SIGPIPE,
+    // as in `docker run`) and exits.
+    let mut child = kindling_in(&dir)
+        .args(["run", "deb", "--store"])
+        .arg(&store)
+        .args(["--", "yes"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut head = [0u8; 10];
+    std::io::Read::read_exact(child.stdout.as_mut().unwrap(), &mut head).unwrap();
+    assert_eq!(&head, b"y\ny\ny\ny\ny\n");
+    drop(child.stdout.take());
+    let started = std::time::Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if started.elapsed() > std::time::Duration::from_secs(30) {
+            let _ = child.kill();
+            panic!("`yes` ran on for 30 s after its reader went away");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(status.code(), Some(1), "{status:?}");
+    assert_no_leaks();
+    // --stats-json into a directory that does not exist is refused before
+    // the container runs.
+    let o = run(&[
+        "--stats-json",
+        dir.join("no/such/dir/s.json").to_str().unwrap(),
+        "--",
+        "sh",
+        "-c",
+        "echo ran",
+    ]);
+    assert_eq!(o.status.code(), Some(125), "{}", show(&o));
+    assert!(
+        !String::from_utf8_lossy(&o.stdout).contains("ran"),
         "{}",
         show(&o)
     );

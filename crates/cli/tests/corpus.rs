@@ -469,39 +469,41 @@ fn layer_stability() {
     );
 }
 
-/// Ctrl-C in the middle of a flatten leaves nothing behind: no output and
-/// no temporary file.
+/// Ctrl-C (or a hang-up: the terminal closed) in the middle of a flatten
+/// leaves nothing behind: no output and no temporary file.
 #[test]
 fn interrupt_leaves_nothing() {
     let Some(corpus) = corpus_dir("interrupt_leaves_nothing") else {
         return;
     };
-    let out = tempfile::tempdir().expect("tempdir");
-    let mut child = kindling()
-        .arg("flatten")
-        .arg(corpus.join("images/python-ds"))
-        .arg("-o")
-        .arg(out.path().join("out.img"))
-        .spawn()
-        .expect("spawn kindling");
-    // Wait until the temporary file exists, i.e. flattening has begun.
-    let start = std::time::Instant::now();
-    while fs::read_dir(out.path()).expect("read_dir").next().is_none() {
-        assert!(start.elapsed().as_secs() < 20, "no temporary file appeared");
-        std::thread::sleep(std::time::Duration::from_millis(20));
+    for signal in [libc::SIGINT, libc::SIGHUP] {
+        let out = tempfile::tempdir().expect("tempdir");
+        let mut child = kindling()
+            .arg("flatten")
+            .arg(corpus.join("images/python-ds"))
+            .arg("-o")
+            .arg(out.path().join("out.img"))
+            .spawn()
+            .expect("spawn kindling");
+        // Wait until the temporary file exists, i.e. flattening has begun.
+        let start = std::time::Instant::now();
+        while fs::read_dir(out.path()).expect("read_dir").next().is_none() {
+            assert!(start.elapsed().as_secs() < 20, "no temporary file appeared");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The handler is installed just after the file is created.
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as libc::pid_t, signal) };
+        let status = child.wait().expect("wait");
+        assert!(
+            !status.success(),
+            "flatten finished before signal {signal}: make the image larger"
+        );
+        let left: Vec<_> = fs::read_dir(out.path())
+            .expect("read_dir")
+            .map(|e| e.expect("entry").file_name())
+            .collect();
+        assert!(left.is_empty(), "signal {signal} left behind: {left:?}");
     }
-    // The handler is installed just after the file is created.
-    std::thread::sleep(std::time::Duration::from_millis(200));
-    // SAFETY: sending a signal to our own child process.
-    unsafe { libc::kill(child.id() as libc::pid_t, libc::SIGINT) };
-    let status = child.wait().expect("wait");
-    assert!(
-        !status.success(),
-        "flatten finished before the signal: make the image larger"
-    );
-    let left: Vec<_> = fs::read_dir(out.path())
-        .expect("read_dir")
-        .map(|e| e.expect("entry").file_name())
-        .collect();
-    assert!(left.is_empty(), "left behind: {left:?}");
 }

@@ -277,6 +277,54 @@ fn damaged_stores_and_wrong_keys_fail_cleanly() {
     }
     let o = fetch(&[]);
     assert_clean_failure("corrupt manifest", &o, &["manifest"], &out_dir);
+    // `ls` reports the unreadable image and goes on to the next one, and
+    // its exit status says something was wrong.
+    let other = dir.join("other-layout");
+    write_layout(&other, &[Layer::gzip(vec![Entry::file("x", b"x\n")])]);
+    push_json(&dir, &other, "zz:1", &store);
+    let o = output(kindling_in(&dir).args(["ls", "--store", &store]));
+    let (out, err) = (
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(
+        err.contains("small:1") && err.contains("1 image(s)"),
+        "{err}"
+    );
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2, "{out}");
+    assert!(
+        lines[0].starts_with("small:1") && lines[0].contains("unreadable"),
+        "{out}"
+    );
+    assert!(
+        lines[1].starts_with("zz:1") && lines[1].contains("stored chunks"),
+        "{out}"
+    );
+    // A store path that is not there lists nothing, and says so; reading
+    // an image from it says the store is missing, not the image.
+    let missing = dir.join("no-such-store");
+    let o = output(kindling_in(&dir).args(["ls", "--store"]).arg(&missing));
+    assert_eq!(o.status.code(), Some(0), "{}", show(&o));
+    assert!(o.stdout.is_empty(), "{}", show(&o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("does not exist"),
+        "{}",
+        show(&o)
+    );
+    let o = output(
+        kindling_in(&dir)
+            .args(["inspect", "small:1", "--store"])
+            .arg(&missing),
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains("no-such-store") && err.contains("does not exist"),
+        "{err}"
+    );
     let _ = fs::remove_dir_all(&dir);
 }
 

@@ -336,7 +336,8 @@ fn output_is_world_readable() {
     assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
 }
 
-/// A whiteout of a path that does not exist is not an error.
+/// A whiteout of a path that does not exist is not an error, nor is one
+/// under a regular file (nothing there to hide), opaque or not.
 #[test]
 fn whiteout_of_missing_path_succeeds() {
     let t = tempfile::tempdir().expect("tempdir");
@@ -347,6 +348,8 @@ fn whiteout_of_missing_path_succeeds() {
             Entry::whiteout("nothere"),
             Entry::whiteout("data/nothere"),
             Entry::whiteout("nodir/nothere"),
+            Entry::whiteout("etc/hostname/x"),
+            Entry::whiteout("etc/passwd/.wh..opq"),
         ],
     );
     let img = flatten_ok(&layout, t.path());
@@ -357,6 +360,11 @@ fn whiteout_of_missing_path_succeeds() {
     assert!(mnt.dir.join("data/noise.bin").is_file());
     assert!(!mnt.dir.join("nothere").exists());
     assert!(!mnt.dir.join("data/nothere").exists());
+    assert_eq!(
+        fs::read_to_string(mnt.dir.join("etc/hostname")).expect("hostname"),
+        "kindling\n"
+    );
+    assert!(mnt.dir.join("etc/passwd").is_file());
 }
 
 /// Writes through symlinked parents that resolve inside the root land where
@@ -755,4 +763,68 @@ fn command_line_errors() {
         let o = output(kindling().arg("flatten").args(&args));
         assert_clean_failure(case, &o, &[name], &out);
     }
+}
+
+/// `-o` naming something a rename would wrongly replace - a directory, a
+/// FIFO (as a device node would be), a symlink - is refused before any
+/// work, and it is left as it was, with no temporary file beside it.
+#[test]
+fn outputs_that_are_not_regular_files_are_refused() {
+    let t = tempfile::tempdir().expect("tempdir");
+    let layout = t.path().join("layout");
+    two_layers(&layout, vec![]);
+    let out = tempfile::tempdir().expect("tempdir");
+    let dir = out.path().join("a-dir");
+    fs::create_dir(&dir).expect("mkdir");
+    let fifo = out.path().join("a-fifo");
+    let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).expect("path");
+    // SAFETY: mkfifo on a NUL-terminated path we own.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let link = out.path().join("a-link");
+    std::os::unix::fs::symlink("a-dir", &link).expect("symlink");
+    for (target, what) in [
+        (&dir, "a directory"),
+        (&fifo, "not a regular file"),
+        (&link, "a symbolic link"),
+    ] {
+        let o = output(kindling().arg("flatten").arg(&layout).arg("-o").arg(target));
+        let stderr = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{what}\n{}", show(&o));
+        assert!(stderr.contains(what), "{what}\n{}", show(&o));
+        let mut left: Vec<_> = fs::read_dir(out.path())
+            .expect("listing")
+            .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))
+            .collect();
+        left.sort();
+        assert_eq!(left, ["a-dir", "a-fifo", "a-link"], "{what}");
+    }
+    assert!(fs::symlink_metadata(&link).expect("link").is_symlink());
+    assert!(fs::read_dir(&dir).expect("dir").next().is_none());
+}
+
+/// A reader that stops early (`kindling flatten ... | head -c1`) ends the
+/// command by SIGPIPE, the way Unix tools end, not by a panic; the image
+/// is in place, since the summary is printed after the rename.
+#[test]
+fn a_closed_stdout_is_no_panic() {
+    use std::os::unix::process::ExitStatusExt;
+    let t = tempfile::tempdir().expect("tempdir");
+    let layout = t.path().join("layout");
+    two_layers(&layout, vec![]);
+    let img = t.path().join("out.img");
+    let mut child = kindling()
+        .arg("flatten")
+        .arg(&layout)
+        .arg("-o")
+        .arg(&img)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    drop(child.stdout.take());
+    let o = child.wait_with_output().expect("wait");
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(o.status.signal(), Some(libc::SIGPIPE), "{stderr}");
+    fsck_clean(&img);
 }

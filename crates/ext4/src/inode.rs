@@ -39,7 +39,9 @@ pub(crate) struct InodeRecord {
 /// Times outside the representable range (1901..2446) are clamped.
 fn encode_time(t: Timestamp) -> (u32, u32) {
     const MIN: i64 = -(1 << 31);
-    const MAX: i64 = (1 << 34) + (1 << 31) - 1;
+    // Epoch 3 over the largest signed low word: 2446-05-10 (the kernel's
+    // EXT4_EXTRA_TIMESTAMP_MAX). Past it the two epoch bits would wrap.
+    const MAX: i64 = 3 * (1 << 32) + (1 << 31) - 1;
     let secs = t.secs.clamp(MIN, MAX);
     let nanos = if secs == t.secs {
         t.nanos.min(999_999_999)
@@ -127,5 +129,33 @@ mod tests {
             }),
             (0, 1)
         );
+    }
+
+    /// What the kernel decodes (`ext4_decode_extra_time`): the signed low
+    /// word plus the epoch times 2^32.
+    fn decode(secs: u32, extra: u32) -> i64 {
+        i64::from(secs as i32) + (i64::from(extra & 3) << 32)
+    }
+
+    #[test]
+    fn times_past_the_range_clamp_instead_of_wrapping() {
+        let max = 15_032_385_535; // 2446-05-10 22:38:55 UTC
+        for (secs, expected) in [
+            (max, max),
+            (max + 1, max),
+            ((1 << 34) + 7, max),
+            (i64::MAX, max),
+            (-(1 << 31), -(1 << 31)),
+            (-(1 << 31) - 1, -(1 << 31)),
+            (i64::MIN, -(1 << 31)),
+        ] {
+            let (s, e) = encode_time(Timestamp { secs, nanos: 9 });
+            assert_eq!(decode(s, e), expected, "{secs}");
+        }
+        // Every representable second decodes to itself.
+        for secs in [(1 << 33) - 1, 1 << 33, 3 << 32, (3 << 32) + 12345] {
+            let (s, e) = encode_time(Timestamp { secs, nanos: 0 });
+            assert_eq!(decode(s, e), secs);
+        }
     }
 }

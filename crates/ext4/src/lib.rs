@@ -50,5 +50,11 @@ pub const BLOCK_SIZE: u64 = 4096;
 /// Blocks per block group: 8 * BLOCK_SIZE, the most one bitmap block can track.
 pub const BLOCKS_PER_GROUP: u64 = 8 * BLOCK_SIZE;
 
+/// Largest regular file: 2 TiB less one block, the kernel's `s_maxbytes`
+/// for 4 KiB blocks without the `huge_file` feature (which these images do
+/// not set): it refuses to open a larger inode (`bad i_size value`), though
+/// e2fsck passes it.
+pub const MAX_FILE_BYTES: u64 = (1 << 41) - BLOCK_SIZE;
+
 /// Longest extent of initialized blocks ext4 can describe (2^15 blocks).
 pub const MAX_EXTENT_LEN: u32 = 32768;

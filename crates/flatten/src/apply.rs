@@ -8,7 +8,7 @@ use kindling_oci::tar::{Entry, EntryKind, TarReader};
 
 use crate::error::LayerError;
 use crate::placer::{PlaceError, Placer, Segment};
-use crate::tree::{components, Kind, Node, NodeId, Tree, ROOT};
+use crate::tree::{components, Kind, Node, NodeId, PathError, Tree, ROOT};
 use crate::{cold, pyc};
 
 const WHITEOUT: &[u8] = b".wh.";
@@ -247,11 +247,14 @@ fn apply_entry<R: Read>(
         return Ok(());
     };
     if let Some(victim) = name.strip_prefix(WHITEOUT) {
-        if let Some(dir) = layer
-            .tree
-            .resolve_dir(parents, false)
-            .map_err(|r| bad(r.to_string()))?
-        {
+        // A whiteout under something that is not a directory (a file, a
+        // missing path) has nothing to hide: a no-op, as in umoci and
+        // containerd. A symlink loop is still an error.
+        let dir = match layer.tree.resolve_dir(parents, false) {
+            Err(PathError::NotADirectory(_)) => None,
+            r => r.map_err(|r| bad(r.to_string()))?,
+        };
+        if let Some(dir) = dir {
             if name == OPAQUE {
                 layer.tree.opaque(dir);
             } else if !victim.starts_with(WHITEOUT) {
@@ -302,6 +305,16 @@ fn apply_entry<R: Read>(
             })
         }
         EntryKind::Regular => {
+            if e.size > kindling_ext4::MAX_FILE_BYTES {
+                return Err(LayerError::entry(
+                    &e.path,
+                    format!(
+                        "a file of {} bytes: ext4 takes at most {} (2 TiB less 4 KiB)",
+                        e.size,
+                        kindling_ext4::MAX_FILE_BYTES
+                    ),
+                ));
+            }
             let meta = metadata(e, warnings)?;
             let segments: Vec<Segment> = match &e.sparse {
                 Some(s) => s

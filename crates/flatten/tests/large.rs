@@ -1,5 +1,5 @@
-//! Sizes at the edges: a directory of 100k entries and a layer that pushes
-//! the image over --max-size.
+//! Sizes at the edges: a directory of 100k entries, a layer that pushes
+//! the image over --max-size, the largest file ext4 takes.
 
 #![allow(clippy::unwrap_used)]
 
@@ -70,4 +70,40 @@ fn max_size_is_enforced() {
         matches!(err, kindling_flatten::FlattenError::TooLarge { max } if max == 2 << 20),
         "{err}"
     );
+}
+
+/// A sparse file of 2 TiB less 4 KiB is the largest the kernel opens on
+/// these images (no `huge_file`); one byte more is refused by name, not
+/// flattened into an inode the kernel rejects, nor blamed on --max-size.
+#[test]
+fn the_largest_file_is_2_tib_less_a_block() {
+    let tmp = tempfile::tempdir().unwrap();
+    let largest = kindling_ext4::MAX_FILE_BYTES;
+    assert_eq!(largest, (1 << 41) - 4096);
+    for (size, fits) in [(largest, true), (largest + 1, false), (1 << 44, false)] {
+        let mut l = Layer::default();
+        l.sparse("huge", size, size - 5, b"hello");
+        let layout = tmp.path().join(format!("layout-{size}"));
+        write_layout(&layout, &[l.finish()]);
+        let img = tmp.path().join(format!("img-{size}"));
+        match flatten(&layout, &img, 1) {
+            Ok(_) => {
+                assert!(fits, "{size} flattened");
+                e2fsck(&img);
+                if is_root() {
+                    let m = Mount::new(&img, &tmp.path().join(format!("mnt-{size}")));
+                    let f = std::fs::File::open(m.dir.join("huge")).unwrap();
+                    let mut tail = [0u8; 5];
+                    std::os::unix::fs::FileExt::read_exact_at(&f, &mut tail, size - 5).unwrap();
+                    assert_eq!(&tail, b"hello");
+                }
+            }
+            Err(e) => {
+                assert!(!fits, "{size}: {e:#}");
+                let msg = e;
+                assert!(msg.contains("huge") && msg.contains("at most"), "{msg}");
+                assert!(!msg.contains("max-size"), "{msg}");
+            }
+        }
+    }
 }

@@ -37,6 +37,13 @@ pub enum Compression {
 
 /// gzip magic (RFC 1952, ID1 ID2).
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
+/// Whether `magic` opens a zstd skippable frame (0x184D2A50-5F, little
+/// endian, RFC 8878): valid zstd, what `pzstd` puts first. No tar starts
+/// so (its first bytes are a name, and 0x18 is a control character).
+fn is_skippable_frame(magic: &[u8]) -> bool {
+    matches!(magic, [b0, 0x2a, 0x4d, 0x18, ..] if b0 & 0xf0 == 0x50)
+}
+
 /// zstd frame magic 0xFD2FB528, little endian (RFC 8878).
 const ZSTD_MAGIC: [u8; 4] = [0x28, 0xb5, 0x2f, 0xfd];
 
@@ -70,7 +77,7 @@ impl Compression {
     pub fn detect(magic: &[u8]) -> Compression {
         if magic.starts_with(&GZIP_MAGIC) {
             Compression::Gzip
-        } else if magic.starts_with(&ZSTD_MAGIC) {
+        } else if magic.starts_with(&ZSTD_MAGIC) || is_skippable_frame(magic) {
             Compression::Zstd
         } else {
             Compression::None
@@ -238,5 +245,41 @@ mod tests {
         assert_eq!(Compression::detect(b"etc/"), Compression::None);
         assert_eq!(Compression::detect(&[0x1f]), Compression::None);
         assert_eq!(Compression::detect(&[]), Compression::None);
+        for b0 in 0x50..=0x5f {
+            assert_eq!(
+                Compression::detect(&[b0, 0x2a, 0x4d, 0x18]),
+                Compression::Zstd
+            );
+        }
+        assert_eq!(
+            Compression::detect(&[0x60, 0x2a, 0x4d, 0x18]),
+            Compression::None
+        );
+    }
+
+    /// A zstd stream that opens with a skippable frame (as `pzstd` writes
+    /// it) decodes like any other.
+    #[test]
+    fn a_leading_skippable_frame_is_zstd() {
+        use sha2::{Digest as _, Sha256};
+        let plain = b"not really a tar, but the stream does not care".repeat(100);
+        let mut blob = vec![0x50, 0x2a, 0x4d, 0x18, 4, 0, 0, 0, 1, 2, 3, 4];
+        blob.extend(zstd::encode_all(&plain[..], 3).unwrap());
+        let diff_id: Digest = format!("sha256:{:x}", Sha256::digest(&plain))
+            .parse()
+            .unwrap();
+        let check = LayerCheck {
+            blob: None,
+            blob_size: None,
+            diff_id,
+            compression: Compression::detect(&blob),
+            media_type: MEDIA_TYPE_OCI_TAR_ZSTD,
+        };
+        let mut out = Vec::new();
+        layer_stream(Cursor::new(blob), &check)
+            .unwrap()
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(out, plain);
     }
 }

@@ -42,6 +42,10 @@ pub enum RepoError {
     Flatten(#[source] Box<kindling_flatten::FlattenError>),
     #[error("image of {size} bytes is larger than a manifest can describe ({max} bytes)")]
     TooLarge { size: u64, max: u64 },
+    /// The image's run config (entrypoint, cmd, env, ...) is too large for
+    /// a manifest: readers would refuse it.
+    #[error("the image's run config (entrypoint, cmd, env, working dir, user) takes {bytes} bytes; a manifest holds at most {max}")]
+    ConfigTooLarge { bytes: usize, max: usize },
     #[error("output")]
     Io(#[from] std::io::Error),
     #[error("no randomness for the salt: {0}")]

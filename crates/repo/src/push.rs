@@ -200,6 +200,19 @@ pub async fn push(
             .to_string(),
         hot_ranges: Vec::new(),
     };
+    // Before any work: with the two hot ranges it gets at the end, at
+    // their longest.
+    let bytes = RunConfig {
+        hot_ranges: vec![[u64::MAX; 2]; 2],
+        ..config.clone()
+    }
+    .encoded_len();
+    if bytes > kindling_chunk::MAX_CONFIG_BYTES {
+        return Err(RepoError::ConfigTooLarge {
+            bytes,
+            max: kindling_chunk::MAX_CONFIG_BYTES,
+        });
+    }
 
     let (chunk_tx, chunk_rx) = crossbeam_channel::bounded::<SealedChunk>(4);
     let (enc_tx, mut enc_rx) = tokio::sync::mpsc::channel::<Encrypted>(16);

@@ -271,6 +271,45 @@ async fn a_failed_upload_stops_the_push_and_leaves_the_name_alone() {
     assert!(!inner.exists("images/app:v1").await.unwrap());
 }
 
+/// A run config the manifest cannot hold (readers refuse more than
+/// MAX_CONFIG_BYTES) is refused before anything is uploaded; one just
+/// under the limit round-trips.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_config_too_large_for_a_manifest_is_refused_up_front() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(LocalStore::new(dir.path().join("store")));
+    let repo = Repo::new(store.clone());
+    let key = TenantKey::from_bytes([5; 32]);
+    let layer = Layer::new().file("hello", 0o644, b"hi\n").finish();
+    let max = kindling_chunk::MAX_CONFIG_BYTES;
+    for (value_len, fits) in [(max, false), (max - 4096, true)] {
+        let layout = dir.path().join(format!("layout-{value_len}"));
+        let env = format!("BIG={}", "x".repeat(value_len));
+        write_layout_with_config(
+            &layout,
+            std::slice::from_ref(&layer),
+            serde_json::json!({"Cmd": ["/hello"], "Env": [env]}),
+        );
+        let name = format!("big:{fits}");
+        match push_layout(&repo, &layout, &name, &key).await {
+            Ok(_) => {
+                assert!(fits, "a config over the limit was pushed");
+                let (_, m) = repo.open_image(&name, &key).await.unwrap();
+                assert_eq!(m.config.env[0].len(), value_len + 4);
+            }
+            Err(e) => {
+                assert!(!fits, "{e}");
+                assert!(
+                    matches!(e, RepoError::ConfigTooLarge { max: m, .. } if m == max),
+                    "{e}"
+                );
+                assert!(!store.exists(&format!("images/{name}")).await.unwrap());
+                assert!(store.list("chunks/").await.unwrap().is_empty());
+            }
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_or_missing_chunk_fails_the_fetch_naming_it() {
     let (dir, faulty, repo) = faulty();

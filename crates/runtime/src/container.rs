@@ -77,7 +77,15 @@ pub struct RunOptions {
     /// Where the container's stderr goes. Default `None`: our stderr,
     /// passed to the container as is (runc's own errors appear there too).
     pub stderr: Option<Box<dyn Write + Send>>,
+    /// How long a container has to stop after the first forwarded signal
+    /// before it is killed (`runc kill KILL`), as `docker stop` gives it:
+    /// a PID 1 without handlers ignores SIGTERM, and a supervisor's one
+    /// SIGTERM must still end the run. Default [`DEFAULT_STOP_GRACE`].
+    pub stop_grace: std::time::Duration,
 }
+
+/// Default [`RunOptions::stop_grace`]: docker's 10 s.
+pub const DEFAULT_STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for RunOptions {
     fn default() -> Self {
@@ -91,6 +99,7 @@ impl Default for RunOptions {
             stdin: StdinMode::Inherit,
             stdout: None,
             stderr: None,
+            stop_grace: DEFAULT_STOP_GRACE,
         }
     }
 }
@@ -204,11 +213,14 @@ impl Container {
         json.and_then(|j| fs::write(&config_path, j))
             .map_err(|e| RuntimeError::io("write", &config_path, e))?;
 
-        let registration = Registration::new(KillWith {
-            runc: opts.runc.clone(),
-            state_dir: opts.state_dir.clone(),
-            id: id.to_owned(),
-        });
+        let registration = Registration::new(
+            KillWith {
+                runc: opts.runc.clone(),
+                state_dir: opts.state_dir.clone(),
+                id: id.to_owned(),
+            },
+            opts.stop_grace,
+        );
         if let Some(signal) = registration.pending() {
             return Err(RuntimeError::Interrupted {
                 id: id.to_owned(),
@@ -233,6 +245,18 @@ impl Container {
                 Some(_) => Stdio::piped(),
                 None => Stdio::inherit(),
             });
+        // Rust ignores SIGPIPE, and an ignored signal stays ignored across
+        // exec, through runc, into the container: `yes | head -1` would
+        // end in "Broken pipe" errors instead of by the signal, as on a
+        // host. The container gets the default back.
+        // SAFETY: signal(2) is async-signal-safe; nothing else runs
+        // between fork and exec.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                Ok(())
+            });
+        }
         let mut child = cmd.spawn().map_err(|e| spawn_error(&opts.runc, "run", e))?;
         registration.spawned(child.id() as i32);
         let out = child.stdout.take().map(|pipe| {
@@ -497,8 +521,11 @@ fn hosts_with(hosts: &str, name: &str) -> String {
 }
 
 /// Copies `from` to `to` as bytes arrive, flushing each time; calls
-/// `first` on the first byte and returns when that was. A failing `to`
-/// (a closed pipe) is drained on so that the container never blocks.
+/// `first` on the first byte and returns when that was. When `to` fails
+/// (a reader that went away: `kindling run ... | head -1`) the copy ends
+/// and `from`, the container's pipe, is closed: its writer gets EPIPE or
+/// SIGPIPE as it would writing to `to` itself, instead of writing on into
+/// a pipe that is drained for nobody (`yes` would never stop).
 fn copy_thread(
     mut from: impl Read + Send + 'static,
     mut to: Box<dyn Write + Send>,
@@ -507,7 +534,6 @@ fn copy_thread(
     std::thread::spawn(move || {
         let mut buf = vec![0u8; COPY_BUFFER];
         let mut first_at = None;
-        let mut writable = true;
         loop {
             let n = match from.read(&mut buf) {
                 Ok(0) => break,
@@ -521,8 +547,8 @@ fn copy_thread(
                     f();
                 }
             }
-            if writable {
-                writable = to.write_all(&buf[..n]).and_then(|()| to.flush()).is_ok();
+            if to.write_all(&buf[..n]).and_then(|()| to.flush()).is_err() {
+                break;
             }
         }
         first_at
@@ -659,6 +685,34 @@ mod tests {
         )
         .unwrap();
         assert_eq!(runc_error(&log).unwrap(), "exec: \"x\": not found");
+    }
+
+    /// A reader that went away closes the container's pipe: its writer
+    /// gets EPIPE, as it would writing to that reader itself.
+    #[test]
+    fn a_dead_reader_closes_the_containers_pipe() {
+        struct Broken;
+        impl Write for Broken {
+            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+                Err(io::ErrorKind::BrokenPipe.into())
+            }
+            fn flush(&mut self) -> io::Result<()> {
+                Ok(())
+            }
+        }
+        let (reader, mut writer) = io::pipe().unwrap();
+        let t = copy_thread(reader, Box::new(Broken), None);
+        // The test harness ignores SIGPIPE, so the failure is an error.
+        let chunk = [7u8; 4096];
+        let mut failed = None;
+        for _ in 0..100_000 {
+            if let Err(e) = writer.write_all(&chunk) {
+                failed = Some(e.kind());
+                break;
+            }
+        }
+        assert_eq!(failed, Some(io::ErrorKind::BrokenPipe));
+        assert!(t.join().unwrap().is_some());
     }
 
     #[test]

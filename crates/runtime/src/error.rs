@@ -93,11 +93,62 @@ pub enum RuntimeError {
 }
 
 impl RuntimeError {
+    /// The exit status a container runner gives for this failure, as
+    /// docker does: 127 when the command does not exist, 126 when it
+    /// cannot be executed, else `None` (a failure of the runner itself,
+    /// which callers report as they report their own).
+    pub fn exit_code(&self) -> Option<i32> {
+        let RuntimeError::Start { message, .. } = self else {
+            return None;
+        };
+        // runc: `exec: "CMD": executable file not found in $PATH`,
+        // `exec: "/x": stat /x: no such file or directory`,
+        // `exec: "/etc/passwd": permission denied`.
+        let exec = message.find("exec: \"").map(|at| &message[at..])?;
+        if exec.contains("executable file not found") || exec.contains("no such file or directory")
+        {
+            Some(127)
+        } else if exec.contains("permission denied") || exec.contains("exec format error") {
+            Some(126)
+        } else {
+            None
+        }
+    }
+
     pub(crate) fn io(what: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         RuntimeError::Io {
             what,
             path: path.into(),
             source,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exec_failures_exit_as_docker_does() {
+        let start = |m: &str| RuntimeError::Start {
+            id: "k".into(),
+            message: format!("runc run failed: unable to start container process: {m}"),
+        };
+        for (m, code) in [
+            (
+                r#"exec: "nope": executable file not found in $PATH"#,
+                Some(127),
+            ),
+            (
+                r#"exec: "/x/y": stat /x/y: no such file or directory"#,
+                Some(127),
+            ),
+            (r#"exec: "/etc/passwd": permission denied"#, Some(126)),
+            (r#"exec: "/bin/arm": exec format error"#, Some(126)),
+            ("error mounting \"proc\": permission denied", None),
+        ] {
+            assert_eq!(start(m).exit_code(), code, "{m}");
+        }
+        assert_eq!(RuntimeError::InvalidId { id: "x".into() }.exit_code(), None);
     }
 }

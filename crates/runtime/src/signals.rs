@@ -9,9 +9,12 @@
 //!
 //! A process that runs as the container's PID 1 without a handler for
 //! SIGTERM or SIGINT ignores them (the kernel's rule for init; `sleep` in
-//! Docker without `--init` is the classic case). So the
-//! [`FORCE_KILL_AFTER`]th signal during one run, from the terminal or not,
-//! kills the container (`runc kill ID KILL`): press Ctrl-C three times.
+//! Docker without `--init` is the classic case). So, as `docker stop`
+//! does, a container still running its stop grace period
+//! ([`RunOptions::stop_grace`](crate::RunOptions), 10 s by default) after
+//! the first signal is killed (`runc kill ID KILL`): a supervisor's one
+//! SIGTERM ends the run. The [`FORCE_KILL_AFTER`]th signal kills it at
+//! once: press Ctrl-C three times.
 //!
 //! Installing the forwarder ([`forward_signals`]) replaces the default
 //! action of those signals for the whole process, for good: our process no
@@ -73,6 +76,10 @@ struct Running {
     pid: Option<i32>,
     /// A signal that arrived before runc was spawned.
     pending: Option<i32>,
+    /// How long after the first signal the container is killed.
+    grace: std::time::Duration,
+    /// Whether that kill is scheduled.
+    grace_started: bool,
 }
 
 static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
@@ -130,6 +137,9 @@ fn deliver(signal: i32, from_terminal: bool) -> bool {
                 Some(_) => {}
                 None => r.pending = Some(signal),
             }
+            if r.pid.is_some() {
+                start_grace(r);
+            }
         }
         !running.is_empty()
     };
@@ -138,6 +148,24 @@ fn deliver(signal: i32, from_terminal: bool) -> bool {
         target.kill();
     }
     any
+}
+
+/// Kills `r`'s container once its grace period is over, if the same run
+/// still has it then (a run unregisters before it reaps runc).
+fn start_grace(r: &mut Running) {
+    if r.grace_started {
+        return;
+    }
+    r.grace_started = true;
+    let (token, target, grace) = (r.token, r.target.clone(), r.grace);
+    let _ = std::thread::Builder::new()
+        .name("kindling-stop-grace".to_owned())
+        .spawn(move || {
+            std::thread::sleep(grace);
+            if running().iter().any(|r| r.token == token) {
+                target.kill();
+            }
+        });
 }
 
 fn kill(pid: i32, signal: i32) {
@@ -154,8 +182,9 @@ pub(crate) struct Registration {
 }
 
 impl Registration {
-    /// Registers a container being set up.
-    pub(crate) fn new(target: KillWith) -> Registration {
+    /// Registers a container being set up, killed `grace` after the
+    /// first signal if still running.
+    pub(crate) fn new(target: KillWith, grace: std::time::Duration) -> Registration {
         let token = NEXT_TOKEN.fetch_add(1, Ordering::Relaxed);
         running().push(Running {
             token,
@@ -163,6 +192,8 @@ impl Registration {
             signals: 0,
             pid: None,
             pending: None,
+            grace,
+            grace_started: false,
         });
         Registration { token }
     }
@@ -182,6 +213,7 @@ impl Registration {
             r.pid = Some(pid);
             if let Some(signal) = r.pending.take() {
                 kill(pid, signal);
+                start_grace(r);
             }
         }
     }
@@ -199,11 +231,14 @@ mod tests {
 
     #[test]
     fn signals_before_spawn_are_kept_for_it() {
-        let reg = Registration::new(KillWith {
-            runc: "runc".into(),
-            state_dir: "/nonexistent".into(),
-            id: "x".into(),
-        });
+        let reg = Registration::new(
+            KillWith {
+                runc: "runc".into(),
+                state_dir: "/nonexistent".into(),
+                id: "x".into(),
+            },
+            std::time::Duration::from_secs(3600),
+        );
         assert_eq!(reg.pending(), None);
         assert!(deliver(SIGTERM, true));
         assert_eq!(reg.pending(), Some(SIGTERM));

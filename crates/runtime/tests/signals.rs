@@ -71,5 +71,22 @@ fn signals_to_our_process_reach_the_container_and_teardown_runs() {
     assert!(idle_rx.try_recv().is_err());
     fx.assert_container_gone("stubborn");
 
+    // One SIGTERM (a supervisor's) to such a PID 1: killed when the stop
+    // grace period is over, as `docker stop` does.
+    let start = Instant::now();
+    let (r, out, _) = fx.sh("graced", "", "echo ready; exec sleep 60", |o| {
+        o.stop_grace = Duration::from_secs(2);
+        o.on_first_output = Some(Box::new(|| raise(libc::SIGTERM)));
+    });
+    let status = r.unwrap();
+    let took = start.elapsed();
+    assert!(
+        took >= Duration::from_secs(2) && took < Duration::from_secs(20),
+        "{took:?}"
+    );
+    assert_eq!(out, "ready\n");
+    assert_eq!(status.signal(), Some(libc::SIGKILL));
+    fx.assert_container_gone("graced");
+
     fx.release(mounted);
 }

@@ -150,6 +150,26 @@ impl Layer {
         self.b.append_data(&mut h, path, data).unwrap();
     }
 
+    /// A PAX 0.1 sparse file of `size` bytes whose only data is `data`
+    /// at `offset`.
+    pub fn sparse(&mut self, path: &str, size: u64, offset: u64, data: &[u8]) {
+        let (size, map) = (size.to_string(), format!("{offset},{}", data.len()));
+        self.b
+            .append_pax_extensions([
+                ("GNU.sparse.major", b"0".as_slice()),
+                ("GNU.sparse.minor", b"1"),
+                ("GNU.sparse.name", path.as_bytes()),
+                ("GNU.sparse.realsize", size.as_bytes()),
+                ("GNU.sparse.numblocks", b"1"),
+                ("GNU.sparse.map", map.as_bytes()),
+            ])
+            .unwrap();
+        let mut h = Self::header(tar::EntryType::Regular, &Meta::default(), data.len() as u64);
+        self.b
+            .append_data(&mut h, format!("GNUSparseFile.0/{path}"), data)
+            .unwrap();
+    }
+
     pub fn dir(&mut self, path: &str, m: &Meta) {
         self.pax(m);
         let mut h = Self::header(tar::EntryType::Directory, m, 0);
