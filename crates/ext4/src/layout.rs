@@ -395,10 +395,25 @@ fn file_type(c: Option<&Content>) -> u8 {
     }
 }
 
+/// The encoded blocks of directory `r` (deterministic: planning and
+/// writing encode the same bytes).
+fn dir_data(w: &Walk<'_>, r: usize) -> Vec<u8> {
+    let entries: Vec<(&[u8], u32, u8)> = w.recs[r]
+        .children
+        .iter()
+        .map(|(n, c)| (n.as_slice(), ino(*c), file_type(w.content(*c))))
+        .collect();
+    dir::encode(ino(r), ino(w.recs[r].parent), &entries)
+}
+
 /// Per-inode plan: what it needs in the metadata region.
 #[derive(Default)]
 struct Plan {
-    dir_data: Vec<u8>,
+    /// Bytes of the directory data. The data itself is encoded again when
+    /// written: kept from planning to writing it would double the memory
+    /// of an image of many directories (each takes a block, and they are
+    /// all in the metadata region's buffer too).
+    dir_len: u64,
     extents: Vec<Extent>,
     tree_blocks: Vec<u64>,
     xattrs: Option<Placement>,
@@ -448,13 +463,8 @@ pub fn write_filesystem(
         let path = || w.path(r);
         match w.content(r) {
             None | Some(Content::Dir { .. }) => {
-                let entries: Vec<(&[u8], u32, u8)> = w.recs[r]
-                    .children
-                    .iter()
-                    .map(|(n, c)| (n.as_slice(), ino(*c), file_type(w.content(*c))))
-                    .collect();
-                p.dir_data = dir::encode(ino(r), ino(w.recs[r].parent), &entries);
-                let n = p.dir_data.len() as u64 / BLOCK_SIZE;
+                p.dir_len = dir_data(&w, r).len() as u64;
+                let n = p.dir_len / BLOCK_SIZE;
                 p.dir_block = alloc(n);
                 p.extents = extent::normalize(&[Extent {
                     logical: 0,
@@ -463,7 +473,7 @@ pub fn write_filesystem(
                 }]);
             }
             Some(Content::File { size, extents }) => {
-                if size.div_ceil(BLOCK_SIZE) > u64::from(u32::MAX) || *size > (1u64 << 41) {
+                if *size > crate::MAX_FILE_BYTES {
                     return Err(Ext4Error::FileTooLarge {
                         path: path(),
                         size: *size,
@@ -601,11 +611,11 @@ pub fn write_filesystem(
         match content {
             None | Some(Content::Dir { .. }) => {
                 rec.mode |= inode::S_IFDIR;
-                rec.size = p.dir_data.len() as u64;
+                rec.size = p.dir_len;
                 if w.recs[r].links > LINK_MAX {
                     rec.links = 1;
                 }
-                put(p.dir_block, &p.dir_data);
+                put(p.dir_block, &dir_data(&w, r));
             }
             Some(Content::File { size, .. }) => {
                 rec.mode |= inode::S_IFREG;
