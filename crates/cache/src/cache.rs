@@ -30,12 +30,6 @@ struct Held {
     _local: tokio::sync::OwnedMutexGuard<()>,
 }
 
-/// The write-behind permits: as asked, within what a semaphore takes (each
-/// pending write holds a chunk in memory; more than this is no use).
-fn write_behind_slots(opts: &CacheOptions) -> usize {
-    opts.write_behind.min(1 << 16)
-}
-
 /// The outcome of one flight, shared by the leader and its waiters.
 type Flight = OnceCell<Result<(Bytes, Hit), CacheError>>;
 
@@ -63,8 +57,6 @@ struct Inner {
     disk_hits: AtomicU64,
     fills: AtomicU64,
     fill_waits: AtomicU64,
-    /// One permit per write-behind that may be pending.
-    write_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl WorkerCache {
@@ -78,7 +70,6 @@ impl WorkerCache {
     pub fn open(dir: &Path, opts: CacheOptions) -> Result<WorkerCache, CacheError> {
         let disk = DiskTier::open(dir, opts.disk_bytes, opts.k)?;
         let memory = Mutex::new(MemoryTier::new(opts.memory_bytes, opts.k));
-        let write_slots = Arc::new(tokio::sync::Semaphore::new(write_behind_slots(&opts)));
         Ok(WorkerCache {
             inner: Arc::new(Inner {
                 opts,
@@ -90,7 +81,6 @@ impl WorkerCache {
                 disk_hits: AtomicU64::new(0),
                 fills: AtomicU64::new(0),
                 fill_waits: AtomicU64::new(0),
-                write_slots,
             }),
         })
     }
@@ -103,8 +93,7 @@ impl WorkerCache {
     /// and every process sharing the directory; the others wait for it and
     /// then read its result ([`Hit::Joined`]). Its bytes are verified
     /// against `name` ([`CacheError::Corrupt`] if they do not match, and
-    /// nothing is stored), written to disk atomically (after this returns,
-    /// with [`CacheOptions::write_behind`]) and kept in memory.
+    /// nothing is stored), written to disk atomically and kept in memory.
     /// If the disk write fails the bytes are still returned (the failure is
     /// logged and counted in [`CacheStats::write_errors`]).
     ///
@@ -228,18 +217,6 @@ impl WorkerCache {
         }
     }
 
-    /// Waits until every write-behind this handle (or a clone) started
-    /// is done (see [`CacheOptions::write_behind`]).
-    pub async fn flush(&self) {
-        let all = write_behind_slots(&self.inner.opts);
-        if all == 0 {
-            return;
-        }
-        // The permits come back as the writes end; holding them all at
-        // once means none is pending. The semaphore is never closed.
-        let _ = self.inner.write_slots.acquire_many(all as u32).await;
-    }
-
     /// The options the cache was opened with.
     pub fn options(&self) -> &CacheOptions {
         &self.inner.opts
@@ -288,51 +265,30 @@ impl WorkerCache {
         if let Some(bytes) = self.memory_get(&name) {
             return Ok((bytes, Hit::Memory));
         }
-        // A file that is not there costs no trip to the blocking pool; one
-        // that appears after this look is found under the fill lock below.
-        if self.inner.disk.chunk_path(&name).exists() {
-            if let Some(bytes) = self.disk_read(name).await? {
-                self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
-                self.memory().insert(name, bytes.clone());
-                return Ok((bytes, Hit::Disk));
-            }
+        if let Some(bytes) = self.disk_read(name).await? {
+            self.inner.disk_hits.fetch_add(1, Ordering::Relaxed);
+            self.memory().insert(name, bytes.clone());
+            return Ok((bytes, Hit::Disk));
         }
 
         let local = Arc::clone(&self.inner.stripes[stripe(&name)])
             .lock_owned()
             .await;
-        let disk = &self.inner.disk;
-        // The common case, a lock nobody holds and no file: no trip to the
-        // blocking pool (a thread hand-off each way, on a fill's path).
-        let quick = match disk.try_lock_fill(&name) {
-            Some(lock) if !disk.chunk_path(&name).exists() => Some(lock),
-            _ => None,
-        };
-        // Else one trip: the lock, then a second look, since whoever held
-        // the lock may have filled this very chunk.
-        let (lock, filled) = match quick {
-            Some(lock) => (
-                Held {
-                    lock,
-                    _local: local,
-                },
-                None,
-            ),
-            None => {
-                self.blocking(move |disk| {
-                    let lock = disk.lock_fill(&name)?;
-                    let filled = disk.read(&name).hit();
-                    Ok::<_, CacheError>((
-                        Held {
-                            lock,
-                            _local: local,
-                        },
-                        filled,
-                    ))
-                })
-                .await??
-            }
-        };
+        // One trip to the blocking pool: the lock, then a second look,
+        // since whoever held the lock may have filled this very chunk.
+        let (lock, filled) = self
+            .blocking(move |disk| {
+                let lock = disk.lock_fill(&name)?;
+                let filled = disk.read(&name).hit();
+                Ok::<_, CacheError>((
+                    Held {
+                        lock,
+                        _local: local,
+                    },
+                    filled,
+                ))
+            })
+            .await??;
         if let Some(bytes) = filled {
             drop(lock);
             self.inner.fill_waits.fetch_add(1, Ordering::Relaxed);
@@ -353,28 +309,6 @@ impl WorkerCache {
         }
         let data = bytes.clone();
         let verify = self.inner.opts.verify_fills;
-        if !verify {
-            if let Ok(slot) = Arc::clone(&self.inner.write_slots).try_acquire_owned() {
-                // In memory before the flight ends: this process's next
-                // reader finds it there, or, once evicted, waits on the
-                // stripe's lock (held by the write) and reads the file.
-                self.inner.fills.fetch_add(1, Ordering::Relaxed);
-                self.memory().insert(name, bytes.clone());
-                let inner = Arc::clone(&self.inner);
-                tokio::task::spawn_blocking(move || {
-                    // Both locks move here whole (a closure would otherwise
-                    // capture only the field it uses, and the stripe's
-                    // mutex would be let go before the chunk is in place).
-                    let Held { lock, _local } = lock;
-                    if let Err(e) = inner.disk.write(&name, &data, lock) {
-                        tracing::warn!(chunk = %name, error = %e, "cannot store a filled chunk on disk");
-                    }
-                    drop(_local);
-                    drop(slot);
-                });
-                return Ok((bytes, Hit::Filled));
-            }
-        }
         let stored = self
             .blocking(move |disk| {
                 if verify {

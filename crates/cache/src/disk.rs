@@ -212,17 +212,6 @@ impl Drop for FillLock {
 /// open-file-description record lock, waiting while another description
 /// holds it.
 fn record_lock(file: &File, at: usize, kind: libc::c_short) -> io::Result<()> {
-    record_lock_cmd(file, at, kind, libc::F_OFD_SETLKW)
-}
-
-/// [`record_lock`] with fcntl command `cmd`: `F_OFD_SETLK` fails at once
-/// (`EAGAIN`) where `F_OFD_SETLKW` would wait.
-fn record_lock_cmd(
-    file: &File,
-    at: usize,
-    kind: libc::c_short,
-    cmd: libc::c_int,
-) -> io::Result<()> {
     // SAFETY: an all-zero `flock` is a valid value of a plain C struct.
     let mut lock: libc::flock = unsafe { std::mem::zeroed() };
     lock.l_type = kind;
@@ -232,7 +221,7 @@ fn record_lock_cmd(
     loop {
         // SAFETY: fcntl reads `lock`, which lives across the call, and the
         // descriptor, which `file` keeps open.
-        let rc = unsafe { libc::fcntl(file.as_raw_fd(), cmd, &lock) };
+        let rc = unsafe { libc::fcntl(file.as_raw_fd(), libc::F_OFD_SETLKW, &lock) };
         if rc == 0 {
             return Ok(());
         }
@@ -512,24 +501,6 @@ impl DiskTier {
             )
         })?;
         Ok(FillLock {
-            file: Arc::clone(&self.fill_locks),
-            stripe,
-        })
-    }
-
-    /// [`DiskTier::lock_fill`] if no other process holds the stripe's lock
-    /// now (`None` if one does): never waits, so it need not run on a
-    /// blocking thread.
-    pub(crate) fn try_lock_fill(&self, name: &ChunkName) -> Option<FillLock> {
-        let stripe = stripe(name);
-        record_lock_cmd(
-            &self.fill_locks,
-            stripe,
-            libc::F_WRLCK as libc::c_short,
-            libc::F_OFD_SETLK,
-        )
-        .ok()?;
-        Some(FillLock {
             file: Arc::clone(&self.fill_locks),
             stripe,
         })

@@ -63,15 +63,6 @@ pub struct CacheOptions {
     /// agent's tiers all verify) turns it off to hash each chunk once:
     /// SHA-256 of 512 KiB is ~0.37 ms of CPU.
     pub verify_fills: bool,
-    /// Fills whose disk write may still be running when
-    /// [`WorkerCache::get_or_fill`] returns (write-behind), at most.
-    /// Default 0: a fill returns once its chunk is on disk. A reader
-    /// waiting on a fill does not need the file, only the bytes; the fill
-    /// lock is held until the write ends, so other processes still wait
-    /// for it and then read the file. Only with `verify_fills` off (bytes
-    /// must be verified before they are returned). Each pending write
-    /// holds its chunk in memory; [`WorkerCache::flush`] waits for them.
-    pub write_behind: usize,
 }
 
 impl CacheOptions {
@@ -90,7 +81,6 @@ impl Default for CacheOptions {
             memory_bytes: Self::DEFAULT_MEMORY_BYTES,
             k: Self::DEFAULT_K,
             verify_fills: true,
-            write_behind: 0,
         }
     }
 }

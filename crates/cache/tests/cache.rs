@@ -25,7 +25,6 @@ fn opts(disk_bytes: u64, memory_bytes: u64) -> CacheOptions {
         memory_bytes,
         k: 2,
         verify_fills: true,
-        write_behind: 0,
     }
 }
 
@@ -276,79 +275,6 @@ async fn unverified_fills_are_still_checked_when_read_from_disk() {
     // From disk: detected, dropped, filled again.
     assert_eq!(fill(&cache, &name, &bytes).await, Hit::Filled);
     assert_eq!(cache.stats().corrupt_dropped, 1);
-}
-
-/// Write-behind: a fill returns before its chunk is on disk; a second read
-/// in this process meanwhile neither fills again nor misses (memory tier
-/// off: it waits for the write and reads the file), and once flushed
-/// every chunk is on disk for other handles.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn write_behind_fills_land_on_disk_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let behind = CacheOptions {
-        verify_fills: false,
-        memory_bytes: 0,
-        write_behind: 4,
-        ..CacheOptions::default()
-    };
-    let cache = WorkerCache::open(dir.path(), behind).unwrap();
-    let calls = Arc::new(AtomicUsize::new(0));
-    let chunks: Vec<_> = (0..12).map(|i| chunk(i, 256 << 10)).collect();
-    for (name, bytes) in &chunks {
-        let (got, hit) = cache
-            .get_or_fill(name, counted(&calls, bytes.clone()))
-            .await
-            .unwrap();
-        assert_eq!((&got, hit), (bytes, Hit::Filled));
-        let (again, hit) = cache
-            .get_or_fill(name, counted(&calls, bytes.clone()))
-            .await
-            .unwrap();
-        assert_eq!(&again, bytes);
-        assert_ne!(hit, Hit::Filled);
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), chunks.len());
-    cache.flush().await;
-    assert_eq!(cache.stats().fills, chunks.len() as u64);
-    assert_eq!(
-        tree_bytes(dir.path()),
-        chunks.iter().map(|(_, b)| b.len() as u64).sum::<u64>()
-    );
-    let other = WorkerCache::open(dir.path(), opts(1 << 30, 0)).unwrap();
-    for (name, bytes) in &chunks {
-        assert_eq!(fill(&other, name, bytes).await, Hit::Disk);
-    }
-}
-
-/// Write-behind needs the filler's bytes verified already: with
-/// `verify_fills` on, a fill is checked and on disk before it returns.
-#[tokio::test]
-async fn verified_fills_do_not_write_behind() {
-    let dir = tempfile::tempdir().unwrap();
-    let cache = WorkerCache::open(
-        dir.path(),
-        CacheOptions {
-            write_behind: 4,
-            ..opts(1 << 30, 0)
-        },
-    )
-    .unwrap();
-    let (name, bytes) = chunk(3, 1000);
-    let mut wrong = bytes.to_vec();
-    wrong[0] ^= 1;
-    let refused = cache
-        .get_or_fill(
-            &name,
-            || async move { Ok::<_, io::Error>(Bytes::from(wrong)) },
-        )
-        .await;
-    assert!(
-        matches!(refused, Err(CacheError::Corrupt { .. })),
-        "{refused:?}"
-    );
-    assert_eq!(fill(&cache, &name, &bytes).await, Hit::Filled);
-    // On disk without a flush.
-    assert_eq!(tree_bytes(dir.path()), bytes.len() as u64);
 }
 
 #[tokio::test]

@@ -35,7 +35,6 @@ const DELAY_MS: &str = "KINDLING_CACHE_TEST_DELAY_MS";
 const DISK_BYTES: &str = "KINDLING_CACHE_TEST_DISK_BYTES";
 const SEED: &str = "KINDLING_CACHE_TEST_SEED";
 const MARKER: &str = "KINDLING_CACHE_TEST_MARKER";
-const WRITE_BEHIND: &str = "KINDLING_CACHE_TEST_WRITE_BEHIND";
 
 /// Tasks per child, all walking the same chunks in different orders.
 const TASKS: usize = 4;
@@ -75,12 +74,8 @@ fn child() {
         return;
     };
     let dir: PathBuf = env::<String>(DIR).into();
-    let write_behind: usize = std::env::var(WRITE_BEHIND).map_or(0, |v| v.parse().unwrap());
     let opts = CacheOptions {
         disk_bytes: env(DISK_BYTES),
-        // Write-behind trusts its fills (they are the right bytes here).
-        verify_fills: write_behind == 0,
-        write_behind,
         ..CacheOptions::default()
     };
     let first: u32 = env(FIRST);
@@ -145,7 +140,6 @@ fn child() {
             }));
         }
         let mut counts = [0usize; 4];
-        let flushing = cache.clone();
         for task in tasks {
             for hit in task.await.unwrap() {
                 counts[match hit {
@@ -156,7 +150,6 @@ fn child() {
                 }] += 1;
             }
         }
-        flushing.flush().await;
         println!(
             "HITS {} {} {} {}",
             counts[0], counts[1], counts[2], counts[3]
@@ -175,7 +168,6 @@ struct Spawn<'a> {
     disk_bytes: u64,
     seed: u64,
     marker: Option<&'a Path>,
-    write_behind: usize,
 }
 
 impl Spawn<'_> {
@@ -193,7 +185,6 @@ impl Spawn<'_> {
             .env(DELAY_MS, self.delay_ms.to_string())
             .env(DISK_BYTES, self.disk_bytes.to_string())
             .env(SEED, self.seed.to_string())
-            .env(WRITE_BEHIND, self.write_behind.to_string())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         if let Some(marker) = self.marker {
@@ -318,17 +309,6 @@ fn fill_log(dir: &Path) -> HashMap<String, usize> {
 
 #[test]
 fn each_chunk_is_filled_once_across_processes() {
-    filled_once_across_processes(0);
-}
-
-/// A fill's lock is held until its write-behind is done: the other
-/// processes wait for it and read the file.
-#[test]
-fn each_chunk_is_filled_once_across_processes_with_write_behind() {
-    filled_once_across_processes(8);
-}
-
-fn filled_once_across_processes(write_behind: usize) {
     let dir = tempfile::tempdir().unwrap();
     let (chunks, size, processes) = (24u32, 128 << 10, 4u64);
     let (stop, watcher) = watch_tree(dir.path().join("cache"), 1 << 30, true);
@@ -344,7 +324,6 @@ fn filled_once_across_processes(write_behind: usize) {
                 disk_bytes: 1 << 30,
                 seed: seed + 1,
                 marker: None,
-                write_behind,
             }
             .start()
         })
@@ -392,7 +371,6 @@ fn a_filler_killed_while_holding_the_lock_does_not_block_the_others() {
         disk_bytes: 1 << 30,
         seed: 1,
         marker: Some(&marker),
-        write_behind: 0,
     }
     .start();
     let started = Instant::now();
@@ -477,8 +455,6 @@ fn writers_killed_at_random_moments_leave_no_partial_chunk() {
                     disk_bytes: bound,
                     seed: rng.next() ^ (round * 3 + c),
                     marker: None,
-                    // Half the writers write behind their fills.
-                    write_behind: if c % 2 == 0 { 8 } else { 0 },
                 }
                 .start()
             })
@@ -549,7 +525,6 @@ fn the_disk_bound_holds_across_processes() {
                 disk_bytes: bound,
                 seed: u64::from(c) + 11,
                 marker: None,
-                write_behind: 0,
             }
             .start()
         })
