@@ -96,8 +96,6 @@ pub struct Opened {
     pub file_trace: tokio::sync::watch::Receiver<FileTraceLookup>,
     /// A file trace `run` recorded, saved at the end with the chunk trace.
     pub recorded_files: std::sync::Mutex<Option<kindling_chunk::FileTrace>>,
-    /// The worker cache, unless `--no-cache`.
-    pub worker_cache: Option<kindling_cache::WorkerCache>,
 }
 
 /// Where the lookup of an image's file trace stands.
@@ -115,27 +113,13 @@ pub enum FileTraceLookup {
 /// to land: they are what spares the next worker the origin.
 const FILL_PATIENCE: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// Chunks from below the worker cache whose disk write may still be
-/// pending when their reader gets them: 8 MiB at 512 KiB, held anyway by
-/// the memory tier and the reader while they are hot.
-const WRITE_BEHIND: usize = 16;
-
 impl Opened {
     /// What ends a start: the trace saved, the AZ cache's fills landed
-    /// (for at most [`FILL_PATIENCE`]), the worker cache's writes done.
+    /// (for at most [`FILL_PATIENCE`]).
     pub async fn finish(&self) {
         self.save_trace().await;
         self.save_file_trace().await;
         self.drain_fills().await;
-        self.flush_cache().await;
-    }
-
-    /// Waits for the worker cache's pending writes (chunks handed to
-    /// readers before they were on disk).
-    pub async fn flush_cache(&self) {
-        if let Some(cache) = &self.worker_cache {
-            cache.flush().await;
-        }
     }
 
     /// Waits (at most [`FILL_PATIENCE`]) for the AZ cache's background
@@ -239,7 +223,6 @@ pub async fn open_over(
     if let (Some(client), Some(cluster)) = (&az, &cluster) {
         below = Arc::new(AzCached::new(client.clone(), below, cluster.hedge_after));
     }
-    let mut worker_cache = None;
     let source = if args.no_cache {
         below
     } else {
@@ -249,14 +232,10 @@ pub async fn open_over(
             memory_bytes: args.cache_memory,
             // The origin and the AZ cache both hand over verified chunks.
             verify_fills: false,
-            // A read waiting on a chunk from below gets it before it is
-            // on disk; `finish` waits for the writes.
-            write_behind: WRITE_BEHIND,
             ..CacheOptions::default()
         };
         let cache = WorkerCache::open(&dir, opts)
             .with_context(|| format!("opening the worker cache {}", dir.display()))?;
-        worker_cache = Some(cache.clone());
         Arc::new(WorkerCached::new(cache, below)) as Arc<dyn ChunkSource>
     };
     let size = manifest.image_bytes;
@@ -346,7 +325,6 @@ pub async fn open_over(
         chunk_trace,
         file_trace,
         recorded_files: Default::default(),
-        worker_cache,
     })
 }
 
@@ -493,10 +471,7 @@ pub fn mount(args: MountArgs) -> Result<()> {
     }
     // No trace: what a mount serves is not a container's start (a copy of
     // the whole disk would make every later start prefetch all of it).
-    rt.block_on(async {
-        opened.drain_fills().await;
-        opened.flush_cache().await;
-    });
+    rt.block_on(opened.drain_fills());
     let s = disk.stats().snapshot();
     eprintln!(
         "unmounted: read {}, fetched {} ({} chunks from the origin, {} from the AZ cache, {} from the worker cache, {} zero)",

@@ -235,9 +235,6 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
         let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
         b.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
-        // The worker cache's writes behind the reads: after the start, off
-        // the clock, before the next variant.
-        rt.block_on(opened.flush_cache());
         fetched.push(opened.disk.stats().snapshot().bytes_fetched);
         if ran.code != 0 {
             bail!("(b) exited with {}", ran.code);
@@ -252,7 +249,6 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         let opened = rt.block_on(open_over(&untraced, &args.name, Some(link.clone())))?;
         let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
         b0.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
-        rt.block_on(opened.flush_cache());
         fetched0.push(opened.disk.stats().snapshot().bytes_fetched);
         std::fs::remove_dir_all(work.path().join(format!("cache-untraced-{r}"))).ok();
 
@@ -262,7 +258,6 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         let opened = rt.block_on(open_over(&agent, &args.name, Some(link.clone())))?;
         let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
         c.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
-        rt.block_on(opened.flush_cache());
 
         let mut cold_e = agent_e.clone();
         cold_e.cache_dir = Some(work.path().join(format!("cache-az-{r}")));
@@ -271,7 +266,6 @@ pub fn run(args: ColdstartArgs) -> Result<()> {
         let opened = rt.block_on(open_over(&cold_e, &args.name, Some(link.clone())))?;
         let ran = run_opened(&opened, &rt, &root, &args.command, Some(Box::new(Sink)))?;
         e.push(ran.exited.duration_since(t).as_secs_f64() * 1e3);
-        rt.block_on(opened.flush_cache());
         e_origin.push(opened.disk.stats().snapshot().chunks_origin);
         std::fs::remove_dir_all(work.path().join(format!("cache-az-{r}"))).ok();
 
