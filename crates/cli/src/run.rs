@@ -8,7 +8,7 @@
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicI32, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
@@ -110,11 +110,31 @@ impl Root {
 /// process, so the next run removes it if it was killed.
 const RUN_DIR_PREFIX: &str = "kindling-run-";
 
-static INTERRUPTED: AtomicBool = AtomicBool::new(false);
+/// The signal that stopped a run before its container ran (0: none).
+static INTERRUPTED: AtomicI32 = AtomicI32::new(0);
+
+/// A run stopped by a signal before its container ran; it exits as a
+/// process killed by that signal would (128 + n).
+#[derive(Debug)]
+pub struct Interrupted(pub i32);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "interrupted by signal {} before the container started",
+            self.0
+        )
+    }
+}
+
+impl std::error::Error for Interrupted {}
 
 fn check_interrupted() -> Result<()> {
-    anyhow::ensure!(!INTERRUPTED.load(Ordering::SeqCst), "interrupted");
-    Ok(())
+    match INTERRUPTED.load(Ordering::SeqCst) {
+        0 => Ok(()),
+        signal => Err(Interrupted(signal).into()),
+    }
 }
 
 /// How a container run ended.
@@ -266,6 +286,7 @@ pub fn run_opened(
         let opts = RunOptions {
             read_only_root: *root_mode == Root::ReadOnly,
             stdout,
+            interrupted: Some(&INTERRUPTED),
             ..RunOptions::default()
         };
         let status = Container::run(&id, &root_dir, &spec, opts)
@@ -306,8 +327,10 @@ pub fn run_opened(
 ///   a flag, so every guard still unwinds.
 pub fn prepare_to_run() -> Result<()> {
     kindling_runtime::private_mount_namespace()?;
-    forward_signals(|_| INTERRUPTED.store(true, Ordering::SeqCst))
-        .context("installing signal handlers")
+    forward_signals(|signal| {
+        let _ = INTERRUPTED.compare_exchange(0, signal, Ordering::SeqCst, Ordering::SeqCst);
+    })
+    .context("installing signal handlers")
 }
 
 pub fn run(args: Args) -> Result<i32> {

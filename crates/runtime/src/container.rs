@@ -82,6 +82,13 @@ pub struct RunOptions {
     /// a PID 1 without handlers ignores SIGTERM, and a supervisor's one
     /// SIGTERM must still end the run. Default [`DEFAULT_STOP_GRACE`].
     pub stop_grace: std::time::Duration,
+    /// Where the caller's `when_idle` signal handler (see
+    /// [`forward_signals`](crate::forward_signals)) records a signal
+    /// (non-zero: its number). Checked once this run is registered for
+    /// forwarding, so that a signal that came between the caller's last
+    /// look and the registration stops the start instead of being lost.
+    /// Default none.
+    pub interrupted: Option<&'static std::sync::atomic::AtomicI32>,
 }
 
 /// Default [`RunOptions::stop_grace`]: docker's 10 s.
@@ -100,6 +107,7 @@ impl Default for RunOptions {
             stdout: None,
             stderr: None,
             stop_grace: DEFAULT_STOP_GRACE,
+            interrupted: None,
         }
     }
 }
@@ -221,7 +229,11 @@ impl Container {
             },
             opts.stop_grace,
         );
-        if let Some(signal) = registration.pending() {
+        let before = opts
+            .interrupted
+            .map(|f| f.load(std::sync::atomic::Ordering::SeqCst))
+            .filter(|&s| s != 0);
+        if let Some(signal) = registration.pending().or(before) {
             return Err(RuntimeError::Interrupted {
                 id: id.to_owned(),
                 signal,
@@ -267,7 +279,7 @@ impl Container {
             (Some(pipe), Some(to)) => Some(copy_thread(pipe, to, None)),
             _ => None,
         };
-        let status = wait(&mut child, registration, &opts.runc)?;
+        let (status, signalled) = wait(&mut child, registration, &opts.runc)?;
         // runc run has exited, so the container has; delete --force makes
         // sure of it (and that the pipes reach EOF) before joining.
         teardown.delete();
@@ -280,6 +292,15 @@ impl Container {
             .unwrap_or_else(|| 128 + status.signal().unwrap_or(0));
         if code != 0 {
             if let Some(message) = runc_error(&log) {
+                // A signal that reached runc while it was starting the
+                // container is why the start failed ("can't get final
+                // child's PID from pipe"): report the signal.
+                if let Some(signal) = signalled {
+                    return Err(RuntimeError::Interrupted {
+                        id: id.to_owned(),
+                        signal,
+                    });
+                }
                 return Err(RuntimeError::Start {
                     id: id.to_owned(),
                     message,
@@ -557,11 +578,12 @@ fn copy_thread(
 
 /// Waits for runc to exit without reaping it, unregisters it from signal
 /// forwarding (so no signal can reach a recycled pid), then reaps it.
+/// Also returns the first signal forwarded to the run, if any.
 fn wait(
     child: &mut Child,
     registration: Registration,
     runc: &Path,
-) -> Result<std::process::ExitStatus, RuntimeError> {
+) -> Result<(std::process::ExitStatus, Option<i32>), RuntimeError> {
     loop {
         // SAFETY: siginfo_t is plain old data; all-zero is valid.
         let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
@@ -583,8 +605,10 @@ fn wait(
             return Err(spawn_error(runc, "run", e));
         }
     }
+    let signalled = registration.first_signal();
     drop(registration);
-    child.wait().map_err(|e| spawn_error(runc, "run", e))
+    let status = child.wait().map_err(|e| spawn_error(runc, "run", e))?;
+    Ok((status, signalled))
 }
 
 fn spawn_error(runc: &Path, what: &str, e: io::Error) -> RuntimeError {

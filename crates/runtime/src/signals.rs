@@ -80,6 +80,8 @@ struct Running {
     grace: std::time::Duration,
     /// Whether that kill is scheduled.
     grace_started: bool,
+    /// The first signal received during this run.
+    first: Option<i32>,
 }
 
 static RUNNING: Mutex<Vec<Running>> = Mutex::new(Vec::new());
@@ -131,6 +133,7 @@ fn deliver(signal: i32, from_terminal: bool) -> bool {
         let mut running = running();
         for r in running.iter_mut() {
             r.signals += 1;
+            r.first.get_or_insert(signal);
             match r.pid {
                 Some(_) if r.signals >= FORCE_KILL_AFTER => force.push(r.target.clone()),
                 Some(pid) if !from_terminal => kill(pid, signal),
@@ -194,6 +197,7 @@ impl Registration {
             pending: None,
             grace,
             grace_started: false,
+            first: None,
         });
         Registration { token }
     }
@@ -204,6 +208,14 @@ impl Registration {
             .iter()
             .find(|r| r.token == self.token)
             .and_then(|r| r.pending)
+    }
+
+    /// The first signal received since registering, if any.
+    pub(crate) fn first_signal(&self) -> Option<i32> {
+        running()
+            .iter()
+            .find(|r| r.token == self.token)
+            .and_then(|r| r.first)
     }
 
     /// Records runc's pid and forwards a signal that arrived meanwhile.
@@ -240,8 +252,10 @@ mod tests {
             std::time::Duration::from_secs(3600),
         );
         assert_eq!(reg.pending(), None);
+        assert_eq!(reg.first_signal(), None);
         assert!(deliver(SIGTERM, true));
         assert_eq!(reg.pending(), Some(SIGTERM));
+        assert_eq!(reg.first_signal(), Some(SIGTERM));
         // Spawned: the pending signal goes to the pid. Use a child that
         // dies of it to see it delivered.
         let mut child = std::process::Command::new("sleep")

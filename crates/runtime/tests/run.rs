@@ -637,6 +637,16 @@ fn start_failures_are_errors_and_clean_up() {
         "someone else's bundle removed"
     );
     std::fs::remove_dir(fx.bundles.join("busy")).unwrap();
+    // A signal the caller recorded before the run was registered for
+    // forwarding: the container is not started.
+    static SIGNALLED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(15);
+    let (r, out, _) = fx.sh("late", "", "echo ran", |o| o.interrupted = Some(&SIGNALLED));
+    assert!(
+        matches!(r, Err(RuntimeError::Interrupted { signal: 15, .. })),
+        "{r:?}"
+    );
+    assert_eq!(out, "");
+    fx.assert_container_gone("late");
     fx.release(mounted);
 }
 
