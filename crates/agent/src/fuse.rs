@@ -121,9 +121,26 @@ fn answer_read(reply: ReplyData, offset: u64, read: Result<Vec<u8>, crate::Agent
     match read {
         Ok(data) => reply.data(&data),
         Err(e) => {
-            eprintln!("kindling agent: read at {offset}: {}", chain(&e));
+            if first_report(&e) {
+                eprintln!("kindling agent: read at {offset}: {}", chain(&e));
+            }
             reply.error(errno(&e));
         }
+    }
+}
+
+/// Whether `e` is worth a line: the kernel retries a failed read page by
+/// page, so one bad chunk fails several reads; each chunk is reported
+/// once (the stats count every failure).
+fn first_report(e: &crate::AgentError) -> bool {
+    static REPORTED: std::sync::Mutex<std::collections::BTreeSet<usize>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    match e {
+        crate::AgentError::Chunk { index, .. } => REPORTED
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(*index),
+        _ => true,
     }
 }
 
@@ -483,4 +500,25 @@ pub fn mount(
         mountpoint: mountpoint.canonicalize()?,
         open,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failing_chunk_is_reported_once() {
+        let chunk = |index| crate::AgentError::Chunk {
+            index,
+            offset: 0,
+            name: "n".into(),
+            source: Box::new(crate::source::SourceError::Cache("gone".into())),
+        };
+        // Indices no other test uses: the record is process-wide.
+        assert!(first_report(&chunk(1_000_001)));
+        assert!(!first_report(&chunk(1_000_001)));
+        assert!(first_report(&chunk(1_000_002)));
+        assert!(first_report(&crate::AgentError::ReadOnly));
+        assert!(first_report(&crate::AgentError::ReadOnly));
+    }
 }
