@@ -352,27 +352,24 @@ impl Mounted {
         self.teardown()
     }
 
+    /// A busy mount's connection ends when its last user lets go; its
+    /// threads are left to end with it (dropping the session) instead of
+    /// being waited for.
+    fn teardown(&mut self) -> std::io::Result<()> {
+        self.detach().map(drop)
+    }
+
     /// For a disk whose users outlive the unmount (a loop device, a VM):
     /// unmounts if nothing holds it; else detaches it and keeps serving
     /// those users, returning them as [`Detached`], until they let go or
     /// it is dropped (after which their reads fail with EIO).
     pub fn unmount_or_detach(mut self) -> std::io::Result<Option<Detached>> {
-        let Some(session) = self.session.take() else {
-            return Ok(None);
-        };
-        self.open.store(false, std::sync::atomic::Ordering::SeqCst);
-        match unmount_patiently(&self.mountpoint, UNMOUNT_PATIENCE)? {
-            Unmounted::Cleanly => match session.join() {
-                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(None),
-                r => r.map(|()| None),
-            },
-            Unmounted::Lazily => Ok(Some(Detached { session })),
-        }
+        self.detach()
     }
 
-    fn teardown(&mut self) -> std::io::Result<()> {
+    fn detach(&mut self) -> std::io::Result<Option<Detached>> {
         let Some(session) = self.session.take() else {
-            return Ok(());
+            return Ok(None);
         };
         self.open.store(false, std::sync::atomic::Ordering::SeqCst);
         match unmount_patiently(&self.mountpoint, UNMOUNT_PATIENCE)? {
@@ -382,15 +379,10 @@ impl Mounted {
             // ECONNABORTED rather than ENODEV (fuser asks for abort
             // errors); after a clean unmount both mean the same.
             Unmounted::Cleanly => match session.join() {
-                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(()),
-                r => r,
+                Err(e) if e.raw_os_error() == Some(libc::ECONNABORTED) => Ok(None),
+                r => r.map(|()| None),
             },
-            // fuser would try to unmount again (EINVAL) or wait for the
-            // last user; neither helps.
-            Unmounted::Lazily => {
-                drop(session);
-                Ok(())
-            }
+            Unmounted::Lazily => Ok(Some(Detached { session })),
         }
     }
 }
@@ -420,10 +412,25 @@ enum Unmounted {
     Lazily,
 }
 
-fn unmount_patiently(path: &Path, patience: std::time::Duration) -> std::io::Result<Unmounted> {
+fn c_path(path: &Path) -> std::io::Result<std::ffi::CString> {
     use std::os::unix::ffi::OsStrExt;
-    let c = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))
+}
+
+/// Takes away a mount on `path` whose FUSE server is gone (an agent that
+/// was killed: every access fails with ENOTCONN), lazily.
+pub fn clear_dead_mount(path: &Path) -> std::io::Result<()> {
+    let c = c_path(path)?;
+    // SAFETY: c is a valid NUL-terminated path for the call.
+    if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+fn unmount_patiently(path: &Path, patience: std::time::Duration) -> std::io::Result<Unmounted> {
+    let c = c_path(path)?;
     let deadline = std::time::Instant::now() + patience;
     let mut pause = std::time::Duration::from_millis(1);
     loop {

@@ -405,14 +405,8 @@ fn check_mountpoint(path: &Path) -> Result<()> {
                 "kindling: {} held a dead FUSE mount (an agent that was killed); unmounting it",
                 path.display()
             );
-            let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
-                .context("mountpoint path")?;
-            // SAFETY: umount2 on a NUL-terminated path.
-            if unsafe { libc::umount2(c.as_ptr(), libc::MNT_DETACH) } != 0 {
-                return Err(std::io::Error::last_os_error()).with_context(|| {
-                    format!("unmounting the dead FUSE mount on {}", path.display())
-                });
-            }
+            kindling_agent::fuse::clear_dead_mount(path)
+                .with_context(|| format!("unmounting the dead FUSE mount on {}", path.display()))?;
             std::fs::read_dir(path)
         }
         r => r,

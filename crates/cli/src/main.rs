@@ -100,16 +100,12 @@ fn main() {
 /// n stopped it before the container ran, 125 for any other failure - so
 /// that a script tells them from the container's own codes.
 fn run_failure_code(e: &anyhow::Error) -> i32 {
-    use kindling_runtime::RuntimeError;
     e.chain()
-        .find_map(|c| {
-            if let Some(run::Interrupted(signal)) = c.downcast_ref() {
-                return Some(128 + signal);
-            }
-            match c.downcast_ref::<RuntimeError>()? {
-                RuntimeError::Interrupted { signal, .. } => Some(128 + signal),
-                r => r.exit_code(),
-            }
+        .find_map(|c| match c.downcast_ref::<run::Interrupted>() {
+            Some(run::Interrupted(signal)) => Some(128 + signal),
+            None => c
+                .downcast_ref::<kindling_runtime::RuntimeError>()
+                .and_then(kindling_runtime::RuntimeError::exit_code),
         })
         .unwrap_or(125)
 }

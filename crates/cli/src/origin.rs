@@ -2,7 +2,7 @@
 //! URL, S3 settings and the tenant key, with their defaults under the
 //! user's data directory (the embedded default needs no setup at all).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
@@ -59,11 +59,11 @@ impl StoreArgs {
         let Some(url) = &self.store else {
             return Ok(true);
         };
-        if url.starts_with("s3://") {
+        let Some(path) = kindling_store::local_root(url).with_context(|| format!("store {url}"))?
+        else {
             return Ok(true);
-        }
-        let path = Path::new(url.strip_prefix("file://").unwrap_or(url));
-        match std::fs::metadata(path) {
+        };
+        match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => Ok(true),
             Ok(_) => anyhow::bail!("store {url} is not a directory"),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),

@@ -137,12 +137,7 @@ fn mount_serves_the_image_and_keeps_writes_private() {
             .arg("--store")
             .arg(&store),
     );
-    assert_eq!(o.status.code(), Some(1), "{}", show(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("not empty"),
-        "{}",
-        show(&o)
-    );
+    assert_status(&o, 1, "not empty");
     let o = output(
         kindling_in(&dir)
             .args(["mount", "t:1"])
@@ -532,12 +527,7 @@ fn run_passes_exit_codes_and_cleans_up_on_errors() {
             .args(["run", "nope", "--store"])
             .arg(&store),
     );
-    assert_eq!(o.status.code(), Some(125), "{}", show(&o));
-    assert!(
-        String::from_utf8_lossy(&o.stderr).contains("no image named"),
-        "{}",
-        show(&o)
-    );
+    assert_status(&o, 125, "no image named");
     assert_no_leaks();
     // A reader that goes away (`| head -c 10`) stops the container's
     // writer as on the host, instead of letting it run on: `yes` gets

@@ -788,9 +788,7 @@ fn outputs_that_are_not_regular_files_are_refused() {
         (&link, "a symbolic link"),
     ] {
         let o = output(kindling().arg("flatten").arg(&layout).arg("-o").arg(target));
-        let stderr = String::from_utf8_lossy(&o.stderr);
-        assert_eq!(o.status.code(), Some(1), "{what}\n{}", show(&o));
-        assert!(stderr.contains(what), "{what}\n{}", show(&o));
+        assert_status(&o, 1, what);
         let mut left: Vec<_> = fs::read_dir(out.path())
             .expect("listing")
             .map(|e| e.expect("entry").file_name().into_string().expect("utf-8"))

@@ -257,18 +257,6 @@ impl Container {
                 Some(_) => Stdio::piped(),
                 None => Stdio::inherit(),
             });
-        // Rust ignores SIGPIPE, and an ignored signal stays ignored across
-        // exec, through runc, into the container: `yes | head -1` would
-        // end in "Broken pipe" errors instead of by the signal, as on a
-        // host. The container gets the default back.
-        // SAFETY: signal(2) is async-signal-safe; nothing else runs
-        // between fork and exec.
-        unsafe {
-            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
-                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-                Ok(())
-            });
-        }
         let mut child = cmd.spawn().map_err(|e| spawn_error(&opts.runc, "run", e))?;
         registration.spawned(child.id() as i32);
         let out = child.stdout.take().map(|pipe| {
@@ -711,19 +699,22 @@ mod tests {
         assert_eq!(runc_error(&log).unwrap(), "exec: \"x\": not found");
     }
 
+    /// A writer whose reader went away.
+    struct Broken;
+
+    impl Write for Broken {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     /// A reader that went away closes the container's pipe: its writer
     /// gets EPIPE, as it would writing to that reader itself.
     #[test]
     fn a_dead_reader_closes_the_containers_pipe() {
-        struct Broken;
-        impl Write for Broken {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let (reader, mut writer) = io::pipe().unwrap();
         let t = copy_thread(reader, Box::new(Broken), None);
         // The test harness ignores SIGPIPE, so the failure is an error.
@@ -741,15 +732,6 @@ mod tests {
 
     #[test]
     fn copying_reports_the_first_byte_and_survives_a_dead_writer() {
-        struct Broken;
-        impl Write for Broken {
-            fn write(&mut self, _: &[u8]) -> io::Result<usize> {
-                Err(io::ErrorKind::BrokenPipe.into())
-            }
-            fn flush(&mut self) -> io::Result<()> {
-                Ok(())
-            }
-        }
         let (tx, rx) = std::sync::mpsc::channel();
         let t = copy_thread(
             io::Cursor::new(vec![1u8; 200_000]),

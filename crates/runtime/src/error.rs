@@ -95,11 +95,14 @@ pub enum RuntimeError {
 impl RuntimeError {
     /// The exit status a container runner gives for this failure, as
     /// docker does: 127 when the command does not exist, 126 when it
-    /// cannot be executed, else `None` (a failure of the runner itself,
-    /// which callers report as they report their own).
+    /// cannot be executed, 128 + n when signal n stopped the start, else
+    /// `None` (a failure of the runner itself, which callers report as
+    /// they report their own).
     pub fn exit_code(&self) -> Option<i32> {
-        let RuntimeError::Start { message, .. } = self else {
-            return None;
+        let message = match self {
+            RuntimeError::Start { message, .. } => message,
+            RuntimeError::Interrupted { signal, .. } => return Some(128 + signal),
+            _ => return None,
         };
         // runc: `exec: "CMD": executable file not found in $PATH`,
         // `exec: "/x": stat /x: no such file or directory`,
@@ -150,5 +153,10 @@ mod tests {
             assert_eq!(start(m).exit_code(), code, "{m}");
         }
         assert_eq!(RuntimeError::InvalidId { id: "x".into() }.exit_code(), None);
+        let stopped = RuntimeError::Interrupted {
+            id: "k".into(),
+            signal: 15,
+        };
+        assert_eq!(stopped.exit_code(), Some(143));
     }
 }

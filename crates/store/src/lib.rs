@@ -53,7 +53,7 @@ pub use s3::{S3Options, S3Store};
 #[cfg(feature = "s3-server")]
 pub use s3_server::S3Server;
 pub use throttled::{Link, LinkReader, Throttled};
-pub use url::{open, open_with};
+pub use url::{local_root, open, open_with};
 
 /// An origin object store: whole objects under validated keys.
 #[async_trait::async_trait]

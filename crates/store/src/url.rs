@@ -33,6 +33,15 @@ pub fn open_with(
     })
 }
 
+/// The directory of a local store's URL (`file:///path` or a plain path);
+/// `None` for S3. Errors as [`open`] does for a malformed URL.
+pub fn local_root(url: &str) -> Result<Option<PathBuf>, StoreError> {
+    Ok(match parse(url)? {
+        Location::Local(root) => Some(root),
+        Location::S3 { .. } => None,
+    })
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Location {
     Local(PathBuf),
@@ -116,6 +125,17 @@ mod tests {
         assert_eq!(parse("s3://bucket").unwrap(), s3("bucket", ""));
         assert_eq!(parse("s3://bucket/").unwrap(), s3("bucket", ""));
         assert_eq!(parse("s3://bucket/a/b").unwrap(), s3("bucket", "a/b"));
+    }
+
+    #[test]
+    fn local_roots_of_local_urls_only() {
+        assert_eq!(local_root("/a/b").unwrap(), Some(PathBuf::from("/a/b")));
+        assert_eq!(
+            local_root("FILE://localhost/a").unwrap(),
+            Some(PathBuf::from("/a"))
+        );
+        assert_eq!(local_root("s3://bucket/p").unwrap(), None);
+        assert!(local_root("gs://x").is_err());
     }
 
     #[test]

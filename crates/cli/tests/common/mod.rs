@@ -24,6 +24,16 @@ pub fn kindling() -> Command {
 }
 
 /// Both output streams, for assertion messages.
+/// `o` exited with `code` and said `says` on stderr.
+pub fn assert_status(o: &Output, code: i32, says: &str) {
+    assert_eq!(o.status.code(), Some(code), "{}", show(o));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains(says),
+        "expected {says:?} on stderr\n{}",
+        show(o)
+    );
+}
+
 pub fn show(out: &Output) -> String {
     format!(
         "exit status: {}\n--- stdout\n{}--- stderr\n{}",
